@@ -1,0 +1,105 @@
+"""Compose the config with Hydra's compose API and turn Hydra's errors into one line each.
+
+Used by the console script before Hydra's own ``@hydra.main`` runs (so a bad override stops with
+one line, sweeps included), by the torchrun path (which must not use ``@hydra.main``) and by tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import List, Sequence
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from lgm_gcp.config.schema import GROUPS, register_schemas
+from lgm_gcp.config.validate import ConfigError, field_names, validate
+
+CONFIG_MODULE = "lgm_gcp.conf"
+USER_GROUPS = GROUPS + ("experiment",)
+
+
+def group_options(group: str) -> List[str]:
+    loader = GlobalHydra.instance().config_loader()
+    return sorted(loader.get_group_options(group))
+
+
+def _expected_type(object_type: type, key: str) -> str:
+    if not dataclasses.is_dataclass(object_type):
+        return "a valid value"
+    hints = typing.get_type_hints(object_type)
+    hint = hints.get(key)
+    return getattr(hint, "__name__", str(hint).replace("typing.", ""))
+
+
+def _one_line(exc: Exception) -> str:
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(exc, MissingConfigException) or "Could not find" in str(exc):
+        text = str(exc)
+        for group in USER_GROUPS:
+            if f"'{group}/" in text:
+                bad = text.split(f"'{group}/", 1)[1].split("'", 1)[0]
+                return f"unknown {group} option '{bad}'; valid: {', '.join(group_options(group))}"
+        return text.splitlines()[0]
+    if isinstance(cause, ConfigKeyError):
+        object_type = getattr(cause, "object_type", None)
+        key = cause.full_key
+        if object_type is not None and dataclasses.is_dataclass(object_type):
+            return f"unknown key '{key}' for {object_type.__name__}; valid keys: {', '.join(field_names(object_type))}"
+        return f"unknown key '{key}'"
+    if isinstance(cause, ValidationError):
+        object_type = getattr(cause, "object_type", None)
+        key = cause.full_key
+        leaf = key.rsplit(".", 1)[-1]
+        value = str(cause.msg).split("'")[1] if "'" in str(cause.msg) else "?"
+        return f"invalid value '{value}' for '{key}': expected {_expected_type(object_type, leaf)}"
+    if isinstance(exc, OverrideParseException):
+        return f"cannot parse override: {str(exc).splitlines()[0]}"
+    if isinstance(cause, OmegaConfBaseException):
+        return str(cause).splitlines()[0]
+    return str(exc).splitlines()[0]
+
+
+def _first_values(overrides: Sequence[str]) -> List[str]:
+    """Check every value of each sweep that selects a group option; return one concrete job."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    concrete = []
+    for text, override in zip(overrides, parsed):
+        if not override.is_sweep_override():
+            concrete.append(text)
+            continue
+        values = list(override.sweep_string_iterator())
+        group = override.key_or_group
+        if group in USER_GROUPS:
+            known = group_options(group)
+            for value in values:
+                if value not in known:
+                    raise ConfigError(f"unknown {group} option '{value}'; valid: {', '.join(known)}")
+        concrete.append(f"{override.get_key_element()}={values[0]}")
+    return concrete
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "config", strict: bool = True) -> DictConfig:
+    """Compose ``config_name`` with ``overrides`` (sweeps reduced to their first value) and validate.
+
+    Raises ConfigError with a one-line message on any mistake.
+    """
+    register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        try:
+            concrete = _first_values([o for o in overrides if not o.startswith("hydra.")])
+            cfg = hydra_compose(config_name=config_name, overrides=concrete)
+        except ConfigError:
+            raise
+        except (ConfigCompositionException, MissingConfigException, OverrideParseException, OmegaConfBaseException) as e:
+            raise ConfigError(_one_line(e)) from e
+    if strict:
+        validate(cfg)
+    return cfg

@@ -1,0 +1,56 @@
+"""OmegaConf resolvers used by conf/: collision-free run dirs, job-dir names, the --help group list."""
+
+from __future__ import annotations
+
+import os
+import re
+from importlib import resources
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+_UNIQUE: dict = {}
+
+
+def unique_dir(path: str) -> str:
+    """Claim ``path`` (or ``path-1``, ``path-2`` ...) by creating it, so two runs that start in the
+    same second never share a folder. Memoised per process: Hydra may resolve the run dir twice."""
+    if path in _UNIQUE:
+        return _UNIQUE[path]
+    candidate, n = path, 0
+    while True:
+        try:
+            os.makedirs(candidate, exist_ok=False)
+            break
+        except FileExistsError:
+            n += 1
+            candidate = f"{path}-{n}"
+    _UNIQUE[path] = candidate
+    return candidate
+
+
+def job_dirname(override_dirname: str, job_num) -> str:
+    """A multirun job folder named from its overrides (deterministic), safe as one path component."""
+    name = re.sub(r"[^A-Za-z0-9_.,=+-]", "_", str(override_dirname))
+    return name[:200] if name else f"job{job_num}"
+
+
+def config_groups() -> str:
+    """Every user-facing config group with its options, one line each, for --help."""
+    root = resources.files("lgm_gcp.conf")
+    lines = []
+    for group in sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in ("hydra", "__pycache__")):
+        options = sorted(Path(o.name).stem for o in (root / group).iterdir() if o.name.endswith(".yaml"))
+        if options:
+            lines.append(f"  {group}: {', '.join(options)}")
+    return "\n".join(lines)
+
+
+def register_resolvers() -> None:
+    for name, fn in (
+        ("lgm_gcp.unique_dir", unique_dir),
+        ("lgm_gcp.job_dirname", job_dirname),
+        ("lgm_gcp.groups", config_groups),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)

@@ -1,0 +1,356 @@
+"""Dataclass schemas of every config group, registered in Hydra's ConfigStore.
+
+Each YAML option extends its schema through its defaults list (``/schema/<group>/<name>@_here_``),
+so Hydra itself rejects a typo'd key (``trainer.max_epoch=3``) or a wrong type
+(``trainer.max_epochs=three``) while composing. ``lgm_gcp.config.validate`` adds what Hydra lets
+through: keys appended with ``+``/``++`` and values left ``???``.
+
+Values the builder passes at the call site (``in_channels``, ``num_classes``, ``in_features``) are
+not schema fields: they are derived from the backbone and the dataset, never set by hand.
+The string ``"auto"`` in a head or loss field means "the backbone's recipe decides"
+(see ``lgm_gcp.models.build``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+# ----------------------------------------------------------------------------------- dataset
+
+
+@dataclass
+class DatasetConfig:
+    _target_: str = MISSING
+    name: str = MISSING
+    root: Optional[str] = None
+    num_classes: int = MISSING
+    image_size: int = MISSING
+    in_channels: int = 3
+    mean: List[float] = MISSING
+    std: List[float] = MISSING
+    download: bool = False
+
+
+@dataclass
+class InMemoryDatasetConfig(DatasetConfig):
+    """Datasets that fit in memory: augmentation runs batched on tensors (the fast path)."""
+
+    pad: int = 0
+    pad_mode: str = "zeros"  # zeros | mean (the large-margin CIFAR recipe fills with the mean colour)
+    flip: bool = False
+    device_augment: bool = True  # crop/flip/normalise on the training device, no worker processes
+
+
+@dataclass
+class DigitsConfig(InMemoryDatasetConfig):
+    test_fraction: float = 0.25
+    split_seed: int = 0
+
+
+@dataclass
+class SyntheticConfig(InMemoryDatasetConfig):
+    train_size: int = 1024
+    test_size: int = 256
+
+
+@dataclass
+class ImageFolderConfig(DatasetConfig):
+    train_dir: str = "train"
+    val_dir: str = "val"
+    resize: int = 256
+    color_jitter: float = 0.0
+    lighting: float = 0.0
+    ten_crop: bool = False
+
+
+# ----------------------------------------------------------------------------------- backbone
+
+
+@dataclass
+class BackboneConfig:
+    _target_: str = MISSING
+
+
+@dataclass
+class SmallCNNConfig(BackboneConfig):
+    widths: List[int] = field(default_factory=lambda: [32, 64, 128])
+
+
+@dataclass
+class TorchvisionBackboneConfig(BackboneConfig):
+    """torchvision architectures; ``last_stride: auto`` takes the head's paper default."""
+
+    last_stride: Any = "auto"
+    cifar_stem: bool = False
+    weights: Optional[str] = None  # a local torchvision-format state_dict file; nothing downloads
+
+
+@dataclass
+class CifarBackboneConfig(BackboneConfig):
+    pass
+
+
+@dataclass
+class ResNet20Config(BackboneConfig):
+    width: int = 16
+
+
+# ----------------------------------------------------------------------------------- head
+
+
+@dataclass
+class HeadConfig:
+    _target_: str = MISSING
+    dropout: Any = "auto"  # float, or auto = the backbone recipe's classifier dropout
+    mlp: Any = "auto"  # list of hidden widths after pooling (VGG recipes), or auto
+    mlp_norm: Any = "auto"  # BatchNorm1d in the MLP (the large-margin VGG-16 mod), or auto
+
+
+@dataclass
+class GAPConfig(HeadConfig):
+    pass
+
+
+@dataclass
+class CovarianceHeadConfig(HeadConfig):
+    dim: int = 256
+    iterations: int = 5
+    activation: str = "auto"  # relu | relu6 | auto (ReLU6 for MobileNetV2 and ShuffleNetV2)
+    sqrt: str = "newton_schulz"  # newton_schulz | eigh
+    vec_order: str = "row"  # row (iSQRT-COV checkpoints) | col (3G-Net checkpoints)
+
+
+@dataclass
+class ThreeGConfig(CovarianceHeadConfig):
+    blocks: int = 3
+    jitter: float = 1e-7
+    vec_order: str = "col"
+
+
+# ----------------------------------------------------------------------------------- loss
+
+
+@dataclass
+class LossConfig:
+    _target_: str = MISSING
+    init: str = "auto"  # classifier init: default | normal | auto (the backbone recipe)
+
+
+@dataclass
+class SoftmaxLossConfig(LossConfig):
+    label_smoothing: float = 0.0
+    class_weights: Optional[List[float]] = None
+    ignore_index: int = -100
+
+
+@dataclass
+class LargeMarginLossConfig(SoftmaxLossConfig):
+    reg_lambda: float = 0.3
+    deg_logit: Optional[float] = None
+
+
+@dataclass
+class MarginScheduleConfig:
+    policy: str = "STEPUP"  # CONSTANT | STEPUP | ADDUP
+    value: float = 0.1
+    step: int = 5000
+    gamma: float = 2.0
+    min: float = 0.0
+    max: float = 1.0
+
+
+@dataclass
+class LGMLossConfig(LossConfig):
+    margin: MarginScheduleConfig = field(default_factory=MarginScheduleConfig)
+    likelihood_weight: float = 0.1
+    likelihood_form: str = "half"  # half (Caffe/TF: ½‖x-μ‖²) | full (TPAMI: ‖x-μ‖²) | paper (Σ-scaled + ½log|Σ|)
+    covariance: str = "isotropic"  # isotropic | diagonal
+    log_det: bool = False
+    update_sigma: bool = False
+    sigma_init: float = 1.0
+    means_init: str = "msra"  # msra | xavier
+    means_weight_decay: bool = True
+    means_lr_mult: float = 1.0
+
+
+# ----------------------------------------------------------------------------------- lr policy
+
+
+@dataclass
+class LRScheduleConfig:
+    _target_: str = MISSING
+    base_lr: float = 0.1
+    epochs: int = MISSING
+    per_iteration: bool = False
+    warmup_epochs: float = 0.0
+    warmup_start: float = 0.0  # fraction of base_lr at step 0 of the warmup
+
+
+@dataclass
+class ConstantLRConfig(LRScheduleConfig):
+    pass
+
+
+@dataclass
+class CosineLRConfig(LRScheduleConfig):
+    min_lr: float = 0.0
+
+
+@dataclass
+class MultiStepLRConfig(LRScheduleConfig):
+    milestones: List[int] = field(default_factory=lambda: [30, 60, 90])
+    gamma: float = 0.1
+    milestones_in_steps: bool = False
+
+
+@dataclass
+class StepLRConfig(LRScheduleConfig):
+    step_size: int = 30
+    gamma: float = 0.1
+
+
+@dataclass
+class ExponentialLRConfig(LRScheduleConfig):
+    gamma: float = 0.98
+
+
+@dataclass
+class PolynomialLRConfig(LRScheduleConfig):
+    power: float = 2.0
+    length: Optional[float] = None  # epochs over which the polynomial reaches zero (default: epochs)
+    offset: float = 0.0  # epoch offset e0 in (1 - (e - e0)/length)^power
+
+
+@dataclass
+class LogSpacedLRConfig(LRScheduleConfig):
+    final_lr: float = 1e-4
+
+
+@dataclass
+class PiecewiseLinearLRConfig(LRScheduleConfig):
+    knots: List[List[float]] = MISSING  # [[epoch, lr], ...]; constant after the last knot
+
+
+@dataclass
+class LinearLRConfig(LRScheduleConfig):
+    final_lr: float = 0.0
+
+
+@dataclass
+class GCPPolicyConfig(LRScheduleConfig):
+    """LR_norm / LR_fast / LR_adju of the GCP study, looked up per backbone family."""
+
+    policy: str = MISSING  # norm | fast | adju
+    family: str = MISSING  # resnet | mobilenet_v2 | shufflenet_v2
+    strict_paper: bool = True
+    batch_size: int = MISSING
+    weight_decay: float = MISSING
+
+
+# ----------------------------------------------------------------------------------- optimizer
+
+
+@dataclass
+class OptimizerConfig:
+    _target_: str = MISSING
+    _partial_: bool = True
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    decay_norm_and_bias: bool = True  # the references decay every parameter
+    classifier_lr_mult: float = 1.0
+
+
+# ----------------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 30
+    max_steps: Optional[int] = None  # stop early (smoke tests); schedules still use max_epochs
+    batch_size: int = 128  # global batch, split across DDP ranks
+    eval_batch_size: Optional[int] = None
+    devices: Any = 1  # int, or auto (every visible GPU; 1 on CPU)
+    accelerator: str = "auto"  # auto | cpu | cuda
+    num_workers: int = 0
+    deterministic: bool = False
+    sync_bn: bool = False
+    log_every: int = 20  # steps between TensorBoard scalars
+    eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
+    checkpoint_every: int = 0  # steps between mid-epoch `last` checkpoints; 0 = at epoch ends only
+    auto_resume: bool = True  # resume from <run dir>/checkpoints/last.pt when it exists
+    resume: Optional[str] = None  # resume from this checkpoint file instead
+    progress: bool = True  # tqdm progress bars
+    amp: Any = False  # false | bf16 | fp16
+    channels_last: bool = False
+    compile: bool = False
+    grad_clip: Optional[float] = None
+    ema_decay: Optional[float] = None
+    skip_nonfinite: bool = False
+    allow_extra: bool = False  # accept keys added with + on schema-backed groups
+    force_resume: bool = False  # resume although the config differs from the checkpoint's
+
+
+# ----------------------------------------------------------------------------------- root
+
+
+@dataclass
+class RootConfig:
+    seed: int = 0
+    dataset: Any = MISSING
+    backbone: Any = MISSING
+    head: Any = MISSING
+    loss: Any = MISSING
+    lr_policy: Any = MISSING
+    optimizer: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+SCHEMAS = {
+    "dataset": {
+        "in_memory": InMemoryDatasetConfig,
+        "digits": DigitsConfig,
+        "synthetic": SyntheticConfig,
+        "image_folder": ImageFolderConfig,
+    },
+    "backbone": {
+        "small_cnn": SmallCNNConfig,
+        "torchvision": TorchvisionBackboneConfig,
+        "cifar": CifarBackboneConfig,
+        "resnet20": ResNet20Config,
+    },
+    "head": {"gap": GAPConfig, "covariance": CovarianceHeadConfig, "3g": ThreeGConfig},
+    "loss": {"softmax": SoftmaxLossConfig, "large_margin": LargeMarginLossConfig, "lgm": LGMLossConfig},
+    "lr_policy": {
+        "constant": ConstantLRConfig,
+        "cosine": CosineLRConfig,
+        "multistep": MultiStepLRConfig,
+        "step": StepLRConfig,
+        "exponential": ExponentialLRConfig,
+        "polynomial": PolynomialLRConfig,
+        "logspace": LogSpacedLRConfig,
+        "piecewise_linear": PiecewiseLinearLRConfig,
+        "linear": LinearLRConfig,
+        "gcp_policy": GCPPolicyConfig,
+    },
+    "optimizer": {"sgd": OptimizerConfig},
+    "trainer": {"trainer": TrainerConfig},
+}
+
+GROUPS = ("dataset", "backbone", "head", "loss", "lr_policy", "optimizer", "trainer")
+
+
+def register_schemas() -> None:
+    """Store every schema as ``schema/<group>/<name>`` and the root as ``schema/root``."""
+    from lgm_gcp.config.resolvers import register_resolvers
+
+    register_resolvers()
+    cs = ConfigStore.instance()
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)
+    cs.store(group="schema", name="root", node=RootConfig)

@@ -1,0 +1,53 @@
+"""The strict pass after composition: what Hydra's structured configs let through.
+
+Hydra rejects ``trainer.max_epoch=3`` and ``trainer.max_epochs=three`` itself, but it accepts keys
+appended with ``+``/``++`` even on a dataclass-typed node and only notices ``???`` values when they
+are read. This walk closes both gaps, so every mistake stops at start-up with one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator, Tuple
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A configuration mistake, reported as one line that names the key and the valid choices."""
+
+
+def _typed_nodes(node: Any, path: str = "") -> Iterator[Tuple[str, DictConfig, type]]:
+    if isinstance(node, DictConfig):
+        object_type = OmegaConf.get_type(node)
+        if dataclasses.is_dataclass(object_type):
+            yield path, node, object_type
+        for key in node.keys():
+            if OmegaConf.is_missing(node, key):
+                continue
+            child = node._get_node(key)
+            if isinstance(child, (DictConfig, ListConfig)):
+                yield from _typed_nodes(child, f"{path}.{key}" if path else str(key))
+
+
+def field_names(object_type: type) -> list:
+    return [f.name for f in dataclasses.fields(object_type)]
+
+
+def validate(cfg: DictConfig, allow_extra: bool | None = None) -> None:
+    """Raise ConfigError for unknown keys under schema-backed nodes and for values left ``???``."""
+    if allow_extra is None:
+        allow_extra = bool(OmegaConf.select(cfg, "trainer.allow_extra", default=False))
+    if not allow_extra:
+        for path, node, object_type in _typed_nodes(cfg):
+            valid = field_names(object_type)
+            for key in node.keys():
+                if key not in valid:
+                    where = f"{path}.{key}" if path else str(key)
+                    raise ConfigError(
+                        f"unknown key '{where}' for {object_type.__name__}; valid keys: {', '.join(valid)}"
+                        " (set trainer.allow_extra=true to add keys on purpose)"
+                    )
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing value for {', '.join(repr(k) for k in missing)}: set it on the command line")

@@ -1,0 +1,1 @@
+"""Entrypoint, launch/distributed, the fit loop, checkpointing, metrics and logging."""

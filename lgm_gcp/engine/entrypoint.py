@@ -1,0 +1,93 @@
+"""lgm-gcp-train: the one entrypoint.
+
+``cli()`` checks the command line with the compose API first (one-line errors for unknown options,
+keys and bad values, sweeps included), then hands over to Hydra's ``@hydra.main`` (``--help``,
+``--cfg job``, ``-m`` sweeps, run dirs). Under ``torchrun`` (RANK/WORLD_SIZE in the environment)
+it composes with the compose API instead, on every rank, and rank 0 picks the run dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from lgm_gcp.config import ConfigError, register_schemas, validate
+from lgm_gcp.config.compose import compose
+from lgm_gcp.config.resolvers import unique_dir
+from lgm_gcp.engine.launch import launch
+
+log = logging.getLogger("lgm_gcp")
+register_schemas()
+
+
+@hydra.main(version_base="1.3", config_path="pkg://lgm_gcp.conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    validate(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    summary = launch(container, run_dir, list(HydraConfig.get().overrides.task))
+    final = summary.get("final") or {}
+    log.info("run dir %s: test top-1 %.2f%%", run_dir, final.get("test_top1", float("nan")))
+    return final.get("test_top1")
+
+
+def _parse(argv):
+    from hydra._internal.utils import get_args_parser
+
+    return get_args_parser().parse_args(argv)
+
+
+def preflight(argv) -> None:
+    """Compose once (sweeps reduced to their first value, every swept group option checked)."""
+    args = _parse(argv)
+    if args.help or args.hydra_help or args.shell_completion or args.info or args.config_dir or args.config_path:
+        return
+    compose(args.overrides)
+
+
+def torchrun_main(argv) -> None:
+    """Every torchrun rank composes the same config; rank 0 chooses the run dir and broadcasts it."""
+    from lgm_gcp.engine import distributed
+
+    args = _parse(argv)
+    if args.multirun:
+        raise ConfigError("-m/--multirun cannot run under torchrun: every rank would run the whole sweep; "
+                          "run the sweep with lgm-gcp-train -m ... trainer.devices=N instead")
+    overrides = [o for o in args.overrides if not o.startswith("hydra.")]
+    run_dirs = [o.split("=", 1)[1] for o in args.overrides if o.startswith("hydra.run.dir=")]
+    cfg = compose(overrides)
+    env = distributed.setup(cfg.trainer.accelerator)
+    run_dir = run_dirs[-1] if run_dirs else None
+    if run_dir is None and env.is_main:
+        run_dir = unique_dir(time.strftime("outputs/%Y-%m-%d/%H-%M-%S"))
+    run_dir = distributed.broadcast_object(run_dir)
+    from lgm_gcp.engine.launch import setup_worker_logging
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    setup_worker_logging(Path(run_dir), env.rank)
+    launch(OmegaConf.to_container(cfg, resolve=True), run_dir, overrides)
+
+
+def cli() -> None:
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    argv = sys.argv[1:]
+    try:
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+            torchrun_main(argv)
+            return
+        preflight(argv)
+    except ConfigError as e:
+        print(f"lgm-gcp-train: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,77 @@
+"""Launch: one process, N spawned DDP workers, or (already) one rank of torchrun.
+
+The Hydra job composes once, resolves the config to plain containers and picks one run dir; then
+``launch`` runs the worker here (1 device) or spawns ``trainer.devices`` workers with the start
+method ``spawn`` (NCCL on GPUs, gloo on CPU). Each spawned job builds and tears down its own
+process group, so this works inside multirun sweeps. If one rank raises, ``start_processes``
+terminates the others and the launcher exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.multiprocessing as mp
+
+from lgm_gcp.engine.train import run
+
+
+def resolve_devices(devices: Any, accelerator: str) -> int:
+    if devices == "auto":
+        use_cuda = accelerator != "cpu" and torch.cuda.is_available()
+        return torch.cuda.device_count() if use_cuda else 1
+    try:
+        n = int(devices)
+    except (TypeError, ValueError):
+        raise ValueError(f"trainer.devices={devices!r} is not valid; give a positive integer or auto") from None
+    if n < 1:
+        raise ValueError(f"trainer.devices={n} must be at least 1")
+    if accelerator != "cpu" and torch.cuda.is_available() and n > torch.cuda.device_count():
+        raise ValueError(f"trainer.devices={n} but only {torch.cuda.device_count()} GPUs are visible")
+    return n
+
+
+def setup_worker_logging(run_dir: Path, rank: int) -> None:
+    root = logging.getLogger()
+    if rank == 0 and not any(isinstance(h, logging.FileHandler) for h in root.handlers):
+        fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+        handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(run_dir / "train.log")]
+        for h in handlers:
+            h.setFormatter(fmt)
+            root.addHandler(h)
+    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+
+
+def _worker(local_rank: int, world_size: int, port: int, cfg: Mapping, run_dir: str, overrides) -> None:
+    os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    setup_worker_logging(Path(run_dir), local_rank)
+    run(cfg, run_dir, overrides)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None) -> dict:
+    run_dir = Path(run_dir)
+    tcfg = cfg["trainer"]
+    n = resolve_devices(tcfg["devices"], tcfg["accelerator"])
+    if "WORLD_SIZE" in os.environ or n == 1:  # a single process, or one rank under torchrun
+        summary = run(cfg, run_dir, overrides)
+    else:
+        mp.start_processes(_worker, args=(n, free_port(), dict(cfg), str(run_dir), overrides), nprocs=n, join=True,
+                           start_method="spawn")
+        summary = json.loads((run_dir / "metrics.json").read_text())
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return summary

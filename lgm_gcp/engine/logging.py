@@ -1,0 +1,78 @@
+"""Run logs: TensorBoard scalars, a machine-readable metrics.json, progress bars. Rank 0 only.
+
+metrics.json (rewritten atomically after every epoch; the table command reads it):
+``status`` (running | finished | failed), ``epochs`` (one dict per epoch: train/test loss, top-1,
+top-5 in %, lr, images_per_s, epoch_time_s, plus the criterion's logs such as the L-GM margin),
+``best`` (the epoch with the highest test top-1), ``final`` (the last epoch), ``wall_time_s``,
+``images_per_s`` (training throughput over the run), ``num_parameters``, ``world_size``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from tqdm.auto import tqdm
+
+
+def write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def progress(iterable: Iterable, total: int, desc: str, enabled: bool) -> Iterable:
+    if not enabled:
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path, enabled: bool, history: list | None = None, extra: Mapping | None = None):
+        self.run_dir, self.enabled = Path(run_dir), enabled
+        self.history = list(history or [])
+        self.extra = dict(extra or {})
+        self.start = time.time() - self.extra.pop("wall_time_s", 0.0)
+        self.writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+
+    def scalars(self, prefix: str, values: Mapping[str, float], step: int) -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"{prefix}/{k}", v, step)
+
+    def epoch(self, record: Mapping[str, Any], step: int) -> None:
+        self.history.append(dict(record))
+        self.scalars("epoch", {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "epoch"}, step)
+        self.write("running")
+
+    def summary(self, status: str) -> dict:
+        tested = [r for r in self.history if "test_top1" in r]
+        trained_images = sum(r.get("train_images", 0) for r in self.history)
+        train_time = sum(r.get("train_time_s", 0.0) for r in self.history)
+        return {
+            "status": status,
+            **self.extra,
+            "epochs": self.history,
+            "best": max(tested, key=lambda r: r["test_top1"]) if tested else None,
+            "final": tested[-1] if tested else None,
+            "wall_time_s": time.time() - self.start,
+            "images_per_s": trained_images / train_time if train_time else None,
+        }
+
+    def write(self, status: str) -> None:
+        if self.enabled:
+            write_json(self.run_dir / "metrics.json", self.summary(status))
+
+    def close(self, status: str) -> None:
+        self.write(status)
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

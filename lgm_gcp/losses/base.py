@@ -1,0 +1,34 @@
+"""Shared pieces of the criteria: the linear classifier and its recipe initialisations."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+INITS = ("default", "normal")
+
+
+def make_linear(in_features: int, num_classes: int, init: str = "default") -> nn.Linear:
+    """Linear(in_features -> num_classes). ``default``: PyTorch's U(±1/sqrt(in)); ``normal``:
+    N(0, 0.01) weights and zero bias (the MobileNetV2, VGG and layer13 recipes)."""
+    if init not in INITS:
+        raise ValueError(f"loss.init={init!r} is not valid; choose one of {', '.join(INITS)}")
+    fc = nn.Linear(in_features, num_classes)
+    if init == "normal":
+        nn.init.normal_(fc.weight, 0.0, 0.01)
+        nn.init.zeros_(fc.bias)
+    return fc
+
+
+class LinearCriterion(nn.Module):
+    """Base for criteria whose classifier is a Linear layer (softmax, large-margin)."""
+
+    def __init__(self, in_features: int, num_classes: int, init: str = "default"):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes={num_classes} must be positive")
+        self.num_classes = num_classes
+        self.fc = make_linear(in_features, num_classes, init)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)

@@ -1,0 +1,1 @@
+"""Networks: backbones (images -> feature maps) and pooling heads (feature maps -> vectors)."""

@@ -1,0 +1,42 @@
+"""Build the network from the resolved config: backbone first, then the head and the criterion
+sized from it. Head and loss fields set to ``auto`` take the backbone's recipe (its paper default),
+falling back to the plain default below; an explicit value always wins."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping
+
+from hydra.utils import get_class, instantiate
+
+from lgm_gcp.models.network import Network
+
+DEFAULTS = {"dropout": 0.0, "mlp": (), "mlp_norm": False, "activation": "relu", "init": "default"}
+
+
+def _resolve_auto(cfg: Mapping[str, Any], recipe: Mapping[str, Any]) -> dict:
+    out = {}
+    for key, value in cfg.items():
+        if value == "auto" and key in DEFAULTS:
+            value = recipe.get(key, DEFAULTS[key])
+        out[key] = value
+    return out
+
+
+def build_backbone(backbone_cfg: Mapping[str, Any], head_cfg: Mapping[str, Any], in_channels: int):
+    cfg = dict(backbone_cfg)
+    if cfg.get("last_stride") == "auto":
+        cfg["last_stride"] = get_class(head_cfg["_target_"]).preferred_last_stride
+    target = get_class(cfg["_target_"])
+    takes = inspect.signature(target).parameters
+    if "in_channels" in takes:
+        cfg["in_channels"] = in_channels
+    return instantiate(cfg)
+
+
+def build_model(cfg: Mapping[str, Any], num_classes: int, in_channels: int) -> Network:
+    backbone = build_backbone(cfg["backbone"], cfg["head"], in_channels)
+    recipe = getattr(backbone, "recipe", {}) or {}
+    head = instantiate(_resolve_auto(cfg["head"], recipe), in_channels=backbone.out_channels)
+    criterion = instantiate(_resolve_auto(cfg["loss"], recipe), in_features=head.out_features, num_classes=num_classes)
+    return Network(backbone, head, criterion)

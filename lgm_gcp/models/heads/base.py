@@ -1,0 +1,42 @@
+"""What every pooling head shares: optional MLP and dropout after pooling (the recipes' classifier stems)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class PoolingHead(nn.Module):
+    """Subclasses set ``self.pool`` (maps -> (B, pooled_features)) and call ``_finish(pooled_features)``.
+
+    ``mlp``: hidden widths of Linear-ReLU-Dropout blocks after pooling (the VGG recipes);
+    ``mlp_norm``: insert BatchNorm1d before each ReLU (the large-margin "VGG-16 mod").
+    ``dropout`` is applied to the final vector, right before the classifier.
+    """
+
+    preferred_last_stride: int = 2  # what `backbone.last_stride: auto` resolves to for this head
+
+    def _finish(self, pooled_features: int, dropout: float = 0.0, mlp: Sequence[int] = (),
+                mlp_norm: bool = False) -> None:
+        layers, d = [], pooled_features
+        for width in mlp or ():
+            layers.append(nn.Linear(d, width))
+            if mlp_norm:
+                layers.append(nn.BatchNorm1d(width))
+            layers.append(nn.ReLU(inplace=True))
+            if dropout and not mlp_norm:
+                layers.append(nn.Dropout(dropout))
+            d = width
+        if dropout and not mlp:
+            layers.append(nn.Dropout(dropout))
+        self.post = nn.Sequential(*layers)
+        self.out_features = d
+        for m in self.post.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.post(self.pool(maps))

@@ -1,0 +1,1 @@
+"""LR policies and margin schedules: pure functions of the global step, so resume cannot drift."""
