@@ -16,7 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from lgm_gcp.config.schema import GROUPS, register_schemas
 from lgm_gcp.config.validate import ConfigError, field_names, validate
@@ -39,7 +39,9 @@ def _expected_type(object_type: type, key: str) -> str:
 
 
 def _one_line(exc: Exception) -> str:
-    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    cause = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
     if isinstance(exc, MissingConfigException) or "Could not find" in str(exc):
         text = str(exc)
         for group in USER_GROUPS:
@@ -47,7 +49,7 @@ def _one_line(exc: Exception) -> str:
                 bad = text.split(f"'{group}/", 1)[1].split("'", 1)[0]
                 return f"unknown {group} option '{bad}'; valid: {', '.join(group_options(group))}"
         return text.splitlines()[0]
-    if isinstance(cause, ConfigKeyError):
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
         object_type = getattr(cause, "object_type", None)
         key = cause.full_key
         if object_type is not None and dataclasses.is_dataclass(object_type):

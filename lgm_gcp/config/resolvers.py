@@ -31,7 +31,7 @@ def unique_dir(path: str) -> str:
 
 def job_dirname(override_dirname: str, job_num) -> str:
     """A multirun job folder named from its overrides (deterministic), safe as one path component."""
-    name = re.sub(r"[^A-Za-z0-9_.,=+-]", "_", str(override_dirname))
+    name = re.sub(r"[^][A-Za-z0-9_.,=+-]", "_", str(override_dirname))
     return name[:200] if name else f"job{job_num}"
 
 

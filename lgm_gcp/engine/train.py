@@ -157,7 +157,8 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None) -> dict:
             model.load_state_dict(payload["model"])
             optimizer.load_state_dict(payload["optimizer"])
             state = {k: payload[k] for k in ("epoch", "step", "step_in_epoch", "best")}
-            history, extra["wall_time_s"] = payload.get("history", []), payload.get("wall_time_s", 0.0)
+            history = [r for r in payload.get("history", []) if not r.get("partial")]
+            extra["wall_time_s"] = payload.get("wall_time_s", 0.0)
             checkpoint.set_rng_state(payload["rng"])
             if env.is_main:
                 log.info("resumed from %s at epoch %d, step %d", path, state["epoch"], state["step"])
@@ -191,7 +192,10 @@ def fit(model, optimizer, data, schedule, state, cfg, env, logger: RunLogger) ->
         last_epoch = epoch + 1 == tcfg["max_epochs"] or stopped
         if (epoch + 1) % tcfg["eval_every"] == 0 or last_epoch:
             record.update(evaluate(model, data, cfg, env))
-        state["epoch"], state["step_in_epoch"] = epoch + 1, 0
+        if stopped and state["step_in_epoch"] < data.steps_per_epoch(tcfg["batch_size"]):
+            record["partial"] = True  # stopped inside the epoch: a rerun continues from this step
+        else:
+            state["epoch"], state["step_in_epoch"] = epoch + 1, 0
         is_best = "test_top1" in record and (state["best"] is None or record["test_top1"] > state["best"])
         if is_best:
             state["best"] = record["test_top1"]
