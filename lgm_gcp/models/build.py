@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Mapping
 
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class, get_method, instantiate
 
 from lgm_gcp.models.network import Network
 
@@ -27,7 +27,7 @@ def build_backbone(backbone_cfg: Mapping[str, Any], head_cfg: Mapping[str, Any],
     cfg = dict(backbone_cfg)
     if cfg.get("last_stride") == "auto":
         cfg["last_stride"] = get_class(head_cfg["_target_"]).preferred_last_stride
-    target = get_class(cfg["_target_"])
+    target = get_method(cfg["_target_"])
     takes = inspect.signature(target).parameters
     if "in_channels" in takes:
         cfg["in_channels"] = in_channels

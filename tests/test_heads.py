@@ -1,0 +1,193 @@
+"""iSQRT-COV and 3G heads against the spec's hand-computed values (pooling.md 5.1-5.4), float64."""
+
+import pytest
+import torch
+
+from lgm_gcp.models.heads.covariance import (
+    CovarianceSqrt, IsqrtCovHead, covariance, eigh_sqrt, newton_schulz_sqrt, triu_vec,
+)
+from lgm_gcp.models.heads.gap import GAPHead
+from lgm_gcp.models.heads.three_g import ReweightBlock, ThreeGHead
+
+D64 = torch.float64
+
+# spec 5.1: f_N(λ) for N = 1, 2, 3, 5
+F_TABLE = {
+    0.8: (0.88, 0.894080, 0.894427, 0.8944272),
+    0.5: (0.625, 0.693359, 0.706709, 0.7071068),
+    0.25: (0.34375, 0.434387, 0.487650, 0.499999),
+    0.2: (0.28, 0.365120, 0.425992, 0.447206),
+    0.1: (0.145, 0.202257, 0.262016, 0.315420),
+    0.05: (0.07375, 0.106614, 0.147802, 0.216164),
+    0.02: (0.0298, 0.044038, 0.063922, 0.116196),
+}
+
+
+@pytest.mark.parametrize("lam", sorted(F_TABLE))
+def test_scalar_newton_schulz_map_matches_spec_table(lam):
+    sigma = torch.diag(torch.tensor([lam, 1.0 - lam], dtype=D64))[None]  # trace 1: eigenvalue ratios are λ, 1−λ
+    for n, expected in zip((1, 2, 3, 5), F_TABLE[lam]):
+        assert newton_schulz_sqrt(sigma, n)[0, 0, 0].item() == pytest.approx(expected, abs=2e-6)
+
+
+def test_null_space_is_kept():
+    sigma = torch.diag(torch.tensor([3.0, 1.0, 0.0], dtype=D64))[None]
+    assert newton_schulz_sqrt(sigma, 5)[0, 2, 2].item() == 0.0
+
+
+@pytest.mark.parametrize("n,expected", [(1, (1.9677398202, 0.6260990337)), (2, (1.9992236573, 0.8164331399)),
+                                        (3, (1.9999995480, 0.9525476190)), (5, (2.0000000000, 0.9999834432))])
+def test_t1_diagonal_values(n, expected):
+    out = newton_schulz_sqrt(torch.diag(torch.tensor([4.0, 1.0], dtype=D64))[None], n)[0]
+    torch.testing.assert_close(out.diagonal(), torch.tensor(expected, dtype=D64), atol=1e-9, rtol=0)
+    assert out[0, 1].item() == 0.0
+
+
+@pytest.mark.parametrize("n,expected", [(5, (0.2499661289, 0.5001272058)), (3, (0.2255215600, 0.5741873436))])
+def test_t1_gradient_of_trace(n, expected):
+    sigma = torch.diag(torch.tensor([4.0, 1.0], dtype=D64))[None].requires_grad_()
+    newton_schulz_sqrt(sigma, n).diagonal(dim1=-2, dim2=-1).sum().backward()
+    torch.testing.assert_close(sigma.grad[0].diagonal(), torch.tensor(expected, dtype=D64), atol=1e-9, rtol=0)
+
+
+def test_t2_values_and_symmetrised_gradient():
+    sigma = torch.tensor([[[2.0, 1.0], [1.0, 2.0]]], dtype=D64, requires_grad=True)
+    out = newton_schulz_sqrt(sigma, 5)
+    torch.testing.assert_close(out[0], torch.tensor([[1.3660247861, 0.3660260214], [0.3660260214, 1.3660247861]],
+                                                    dtype=D64), atol=1e-9, rtol=0)
+    out[0, 0, 0].backward()
+    g = 0.5 * (sigma.grad[0] + sigma.grad[0].T)
+    torch.testing.assert_close(g, torch.tensor([[0.3801836775, -0.0528351371], [-0.0528351371, 0.0141576561]],
+                                               dtype=D64), atol=1e-9, rtol=0)
+    exact = torch.tensor([[1.3660254038, 0.3660254038], [0.3660254038, 1.3660254038]], dtype=D64)
+    assert ((out[0] - exact).norm() / exact.norm()).item() == pytest.approx(6.177e-7, rel=1e-3)
+
+
+def test_t2b_three_by_three():
+    sigma = torch.tensor([[[4.0, 1, 0], [1, 3, 1], [0, 1, 2]]], dtype=D64)
+    expected = torch.tensor([[1.9806925976, 0.2758270441, -0.0271852316], [0.2758270441, 1.6776803219, 0.3301975073],
+                             [-0.0271852316, 0.3301975073, 1.3746680462]], dtype=D64)
+    torch.testing.assert_close(newton_schulz_sqrt(sigma, 5)[0], expected, atol=1e-9, rtol=0)
+
+
+def test_t3_full_pipeline_values_and_gradient():
+    x = torch.tensor([[[[1.0, 2, 3]], [[0, 1, 4]]]], dtype=D64, requires_grad=True)  # (1, 2, 1, 3)
+    torch.testing.assert_close(covariance(x)[0], torch.tensor([[2 / 3, 4 / 3], [4 / 3, 26 / 9]], dtype=D64))
+    vec = CovarianceSqrt(iterations=5)(x)
+    torch.testing.assert_close(vec[0], torch.tensor([0.4550931901, 0.6647694317, 1.5630422430], dtype=D64),
+                               atol=1e-9, rtol=0)
+    vec.sum().backward()
+    expected = torch.tensor([[-0.6041996305, 0.1944764162, 0.4097232144], [-0.2536393213, -0.2181415782, 0.4717808995]],
+                            dtype=D64)
+    torch.testing.assert_close(x.grad[0, :, 0], expected, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_gradcheck_whole_pipeline_from_maps(n):
+    x = torch.randn(2, 5, 3, 3, dtype=D64, requires_grad=True)
+    assert torch.autograd.gradcheck(CovarianceSqrt(iterations=n), (x,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_gradcheck_sqrt_through_symmetric_parametrisation(n):
+    p = torch.randn(1, 4, 4, dtype=D64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda q: newton_schulz_sqrt(q @ q.transpose(1, 2) + 0.1 * torch.eye(4, dtype=D64),
+                                                                 n), (p,), eps=1e-6, atol=1e-5)
+
+
+def test_gradcheck_full_head_with_reduction_block():
+    head = IsqrtCovHead(in_channels=4, dim=3, iterations=5).double().eval()
+    x = torch.randn(2, 4, 3, 3, dtype=D64, requires_grad=True)
+    assert torch.autograd.gradcheck(head, (x,), eps=1e-6, atol=1e-5)
+
+
+def test_output_is_symmetric_and_converges_to_eigh_root():
+    feats = torch.randn(3, 6, 40, dtype=D64)
+    sigma = covariance(feats.view(3, 6, 5, 8))
+    c5 = newton_schulz_sqrt(sigma, 5)
+    torch.testing.assert_close(c5, c5.transpose(1, 2), atol=1e-14, rtol=0)
+    torch.testing.assert_close(newton_schulz_sqrt(sigma, 40), eigh_sqrt(sigma), atol=1e-9, rtol=1e-9)
+    assert (c5 - eigh_sqrt(sigma)).norm() > 1e-6  # N = 5 is not the exact root
+
+
+def test_scale_and_permutation_equivariance():
+    sigma = covariance(torch.randn(2, 5, 4, 4, dtype=D64))
+    torch.testing.assert_close(newton_schulz_sqrt(4.0 * sigma, 5), 2.0 * newton_schulz_sqrt(sigma, 5))
+    perm = torch.eye(5, dtype=D64)[torch.tensor([3, 0, 4, 1, 2])]
+    torch.testing.assert_close(newton_schulz_sqrt(perm @ sigma @ perm.T, 5), perm @ newton_schulz_sqrt(sigma, 5) @ perm.T)
+
+
+def test_rank_deficient_seven_by_seven_stays_finite():
+    head = IsqrtCovHead(in_channels=32, dim=64, iterations=5)
+    x = torch.randn(2, 32, 7, 7, requires_grad=True)  # M = 49 < d = 64
+    out = head(x)
+    out.square().sum().backward()
+    assert out.shape == (2, 64 * 65 // 2) and torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+
+
+def test_vectorisation_orders():
+    m = torch.arange(9.0).view(1, 3, 3)
+    m = m + m.transpose(1, 2)
+    assert triu_vec(m, "row").tolist() == [[m[0, 0, 0], m[0, 0, 1], m[0, 0, 2], m[0, 1, 1], m[0, 1, 2], m[0, 2, 2]]]
+    assert triu_vec(m, "col").tolist() == [[m[0, 0, 0], m[0, 0, 1], m[0, 1, 1], m[0, 0, 2], m[0, 1, 2], m[0, 2, 2]]]
+    assert triu_vec(torch.randn(2, 256, 256), "row").shape == (2, 32896)
+
+
+def test_three_g_without_blocks_is_isqrt_with_jitter_in_column_order():
+    torch.manual_seed(0)
+    g = ThreeGHead(in_channels=6, dim=4, blocks=0).double().eval()
+    x = torch.randn(2, 6, 3, 3, dtype=D64)
+    maps = g.reduce(x)
+    sigma = covariance(maps) + 1e-7 * torch.eye(4, dtype=D64)
+    torch.testing.assert_close(g(x), triu_vec(newton_schulz_sqrt(sigma, 5), "col"))
+
+
+def test_three_g_block_weights_positions_in_unit_interval_and_counts_parameters():
+    block = ReweightBlock(256)
+    conv = sum(p.numel() for n, p in block.named_parameters() if p.dim() == 4)
+    bn = sum(p.numel() for n, p in block.named_parameters() if p.dim() == 1)
+    assert (conv, bn) == (344_129, 2_688)
+    a = torch.rand(2, 256, 3, 3) + 0.1
+    ratio = block(a, a) / a
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-6)  # one weight per position
+    assert ((ratio > 0) & (ratio < 1)).all()
+
+
+def test_three_g_gradcheck():
+    head = ThreeGHead(in_channels=4, dim=4, blocks=2).double().eval()
+    x = torch.randn(1, 4, 3, 3, dtype=D64, requires_grad=True)
+    assert torch.autograd.gradcheck(head, (x,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_covariance_and_iteration_run_in_fp32_under_autocast(dtype):
+    head = IsqrtCovHead(in_channels=8, dim=6)
+    x = torch.randn(2, 8, 4, 4)
+    with torch.autocast("cpu", dtype=dtype):
+        out = head(x)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    torch.testing.assert_close(out, head(x), atol=0.05, rtol=0.05)
+
+
+def test_eigh_option_gives_the_exact_root():
+    x = torch.randn(2, 4, 5, 5, dtype=D64)
+    vec = CovarianceSqrt(sqrt="eigh")(x)
+    root = eigh_sqrt(covariance(x))
+    torch.testing.assert_close(vec, triu_vec(root))
+    torch.testing.assert_close(root @ root, covariance(x))
+
+
+def test_bad_options_name_the_valid_ones():
+    with pytest.raises(ValueError, match="head.sqrt='svd'.*newton_schulz or eigh"):
+        CovarianceSqrt(sqrt="svd")
+    with pytest.raises(ValueError, match="head.vec_order='diag'.*row or col"):
+        CovarianceSqrt(vec_order="diag")
+    with pytest.raises(ValueError, match="head.activation='gelu'"):
+        IsqrtCovHead(8, dim=4, activation="gelu")
+
+
+def test_gap_head_with_recipe_mlp_and_dropout():
+    head = GAPHead(16, dropout=0.5, mlp=[8, 4])
+    assert head.out_features == 4
+    assert head(torch.randn(3, 16, 2, 2)).shape == (3, 4)
+    assert GAPHead(16)(torch.ones(1, 16, 2, 2)).tolist() == [[1.0] * 16]

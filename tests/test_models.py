@@ -1,0 +1,71 @@
+"""Backbones x heads: paper parameter counts, strides, recipes, torchvision weights."""
+
+import pytest
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+from conftest import resolved
+from lgm_gcp.models.build import build_model
+
+PAPER_COUNTS = [  # spec pooling.md 1.12, 2.3, 3.1 (1000 classes)
+    ("resnet18", "gcp", 44_205_096), ("resnet34", "gcp", 54_313_256), ("resnet50", "gcp", 56_929_832),
+    ("resnet101", "gcp", 75_921_960), ("resnet50", "gcp128", 32_027_432), ("resnet50", "3g", 57_970_283),
+    ("mobilenet_v2", "gcp", 35_449_064), ("mobilenet_v2", "gcp128", 10_644_968), ("shufflenet_v2", "gcp", 34_413_260),
+    ("resnet18", "gap", 11_689_512), ("resnet50", "gap", 25_557_032), ("mobilenet_v2", "gap", 3_504_872),
+    ("shufflenet_v2", "gap", 2_278_604),
+]
+
+
+def build(backbone, head, classes=1000, *extra):
+    return build_model(resolved(f"backbone={backbone}", f"head={head}", *extra), classes, 3)
+
+
+@pytest.mark.parametrize("backbone,head,expected", PAPER_COUNTS, ids=[f"{b}+{h}" for b, h, _ in PAPER_COUNTS])
+def test_parameter_counts_equal_the_papers(backbone, head, expected):
+    assert sum(p.numel() for p in build(backbone, head).parameters()) == expected
+
+
+IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnext50", "mobilenet_v2", "shufflenet_v2",
+            "vgg16_bn", "vgg16_mod", "densenet169"]
+CIFAR = ["layer13", "lgm_simple", "resnet20", "small_cnn"]
+
+
+@pytest.mark.parametrize("backbone", IMAGENET + CIFAR)
+@pytest.mark.parametrize("head", ["gap", "gcp", "3g"])
+def test_every_head_attaches_to_every_backbone(backbone, head):
+    size = 64 if backbone in IMAGENET else 32
+    extra = ["head.dim=8"] if head != "gap" else []
+    model = build(backbone, head, 7, *extra).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, size, size))
+    assert logits.shape == (2, 7) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+def test_resnet_last_stride_follows_the_head(backbone):
+    x = torch.randn(1, 3, 224, 224)
+    gap, gcp = build(backbone, "gap", 10), build(backbone, "gcp", 10)
+    assert gap.backbone(x).shape[-2:] == (7, 7)
+    assert gcp.backbone(x).shape[-2:] == (14, 14)  # M = 196
+    explicit = build(backbone, "gcp", 10, "backbone.last_stride=2")
+    assert explicit.backbone(x).shape[-2:] == (7, 7)
+
+
+def test_mobilenet_recipe_gives_relu6_reduction_dropout_and_normal_init():
+    model = build("mobilenet_v2", "gcp", 10)
+    assert isinstance(model.head.reduce[2], nn.ReLU6)
+    assert isinstance(model.head.post[0], nn.Dropout) and model.head.post[0].p == 0.2
+    assert model.criterion.fc.bias.abs().sum() == 0 and model.criterion.fc.weight.std().item() == pytest.approx(0.01, rel=0.1)
+    explicit = build("mobilenet_v2", "gcp", 10, "head.activation=relu", "head.dropout=0.0")
+    assert isinstance(explicit.head.reduce[2], nn.ReLU) and len(explicit.head.post) == 0
+
+
+def test_torchvision_weights_load(tmp_path):
+    reference = tvm.resnet18()
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    model = build("resnet18", "gap", 10, f"backbone.weights={tmp_path / 'r18.pth'}")
+    torch.testing.assert_close(model.backbone.features.layer3[0].conv1.weight, reference.layer3[0].conv1.weight)
+    torch.save(tvm.resnet34().state_dict(), tmp_path / "r34.pth")
+    with pytest.raises(Exception, match="96 unexpected keys"):
+        build("resnet18", "gap", 10, f"backbone.weights={tmp_path / 'r34.pth'}")
