@@ -182,7 +182,9 @@ def test_bad_options_name_the_valid_ones():
         CovarianceSqrt(sqrt="svd")
     with pytest.raises(ValueError, match="head.vec_order='diag'.*row or col"):
         CovarianceSqrt(vec_order="diag")
-    with pytest.raises(ValueError, match="head.activation='gelu'"):
+    with pytest.raises(ValueError, match="head.algorithm=.svd.*auto, matmul or spectral"):
+        CovarianceSqrt(algorithm="svd")
+    with pytest.raises(ValueError, match="head.activation=.gelu."):
         IsqrtCovHead(8, dim=4, activation="gelu")
 
 
@@ -191,3 +193,23 @@ def test_gap_head_with_recipe_mlp_and_dropout():
     assert head.out_features == 4
     assert head(torch.randn(3, 16, 2, 2)).shape == (3, 4)
     assert GAPHead(16)(torch.ones(1, 16, 2, 2)).tolist() == [[1.0] * 16]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_spectral_and_matmul_algorithms_agree_on_rank_deficient_input(n):
+    from lgm_gcp.models.heads.covariance import isqrt
+
+    sigma = covariance(torch.randn(3, 6, 2, 2, dtype=D64)).requires_grad_()  # M = 4 < d = 6: zero eigenvalues
+    upstream = torch.randn(3, 6, 6, dtype=D64)
+    spectral = isqrt(sigma, n, "spectral")
+    (g_spec,) = torch.autograd.grad((spectral * upstream).sum(), sigma)
+    matmul = isqrt(sigma, n, "matmul")
+    (g_mat,) = torch.autograd.grad((matmul * upstream).sum(), sigma)
+    torch.testing.assert_close(spectral, matmul, atol=1e-13, rtol=0)
+    torch.testing.assert_close(g_spec, 0.5 * (g_mat + g_mat.transpose(1, 2)), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("algorithm", ["spectral", "matmul"])
+def test_gradcheck_each_algorithm(algorithm):
+    x = torch.randn(2, 4, 3, 3, dtype=D64, requires_grad=True)
+    assert torch.autograd.gradcheck(CovarianceSqrt(5, algorithm=algorithm), (x,), eps=1e-6, atol=1e-5)

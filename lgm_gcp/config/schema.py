@@ -120,7 +120,8 @@ class CovarianceHeadConfig(HeadConfig):
     dim: int = 256
     iterations: int = 5
     activation: str = "auto"  # relu | relu6 | auto (ReLU6 for MobileNetV2 and ShuffleNetV2)
-    sqrt: str = "newton_schulz"  # newton_schulz | eigh
+    sqrt: str = "newton_schulz"  # newton_schulz (iSQRT-COV's function) | eigh (the exact root, for comparison)
+    algorithm: str = "auto"  # how newton_schulz is evaluated: auto | matmul | spectral (same values)
     vec_order: str = "row"  # row (iSQRT-COV checkpoints) | col (3G-Net checkpoints)
 
 

@@ -10,12 +10,21 @@ scalar recurrence f_N); it is the function the papers trained with. ``sqrt="eigh
 exact root for comparison (its backward is unstable for the repeated zero eigenvalues of a
 rank-deficient Σ).
 
-Speed (vs the reference's hand-written Functions): centring by subtracting the mean instead of an
-M×M centring matrix, the fused first step (Z₀ = I) and last step (only Y), ``baddbmm`` folding
-3I − Z·Y into one call with a broadcast 3I (no per-batch identity copies), cached triangle
-indices. Autograd is used for the backward: it returns the correctly symmetrised gradient and
-measured faster than the reference's hand-written backward (benchmarks/bench_heads.py).
-The covariance and the iteration always run in float32 or float64, also under autocast.
+Two algorithms compute the *same* function (``algorithm``; benchmarks/bench_heads.py measures them):
+
+* ``matmul``: the coupled iteration with batched products. Centring by subtracting the mean instead
+  of an M×M centring matrix, fused first step (Z₀ = I) and last step (only Y), ``baddbmm`` folding
+  3I − Z·Y into one call with a broadcast 3I, autograd backward (it returns the symmetrised
+  gradient and measured faster than the reference's hand-written one). Fastest on GPUs.
+* ``spectral``: every iterate is a polynomial in A, so iSQRT(Σ) = U diag(√s·f_N(λ/s)) Uᵀ with
+  Σ = U diag(λ) Uᵀ (spec 1.6). Forward: one ``eigh`` plus the scalar recurrence. Backward: the
+  Daleckii–Krein formula ∂L/∂Σ = U (K ∘ UᵀḠU) Uᵀ + (∂L/∂s)·I, whose divided differences
+  K_ij = (f(a_i) − f(a_j))/(a_i − a_j) are carried through the recurrence itself
+  (D[uv] = Du·v(b) + u(a)·Dv), so nothing divides by a_i − a_j: repeated and zero eigenvalues
+  (rank-deficient Σ) are exact. Fastest on CPUs, where ``eigh`` is cheap.
+
+``auto`` picks spectral on CPU and matmul on CUDA. The covariance and the root always run in
+float32 or float64, also under autocast.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from lgm_gcp.models.heads.base import PoolingHead
 
 VEC_ORDERS = ("row", "col")
 SQRTS = ("newton_schulz", "eigh")
+ALGORITHMS = ("auto", "matmul", "spectral")
 
 
 def covariance(x: torch.Tensor) -> torch.Tensor:
@@ -56,6 +66,71 @@ def newton_schulz_sqrt(sigma: torch.Tensor, iterations: int = 5) -> torch.Tensor
             y, z = torch.bmm(y, t), torch.bmm(t, z)
         y = 0.5 * torch.bmm(y, torch.baddbmm(eye3, z, y, alpha=-1.0))  # last step: Y only
     return y * trace.sqrt()
+
+
+def _scalar_map_and_divided_differences(a: torch.Tensor, iterations: int, with_dd: bool):
+    """f_N at the eigenvalue ratios a (B, d) and, if asked, DD_ij = (f_N(a_i) − f_N(a_j))/(a_i − a_j)
+    (B, d, d), f_N'(a_i) on the diagonal, by running the recurrence on values and divided differences.
+    The (B, d, d) updates are in place: this loop is memory-bound."""
+    y, z = a, torch.ones_like(a)
+    dy = dz = None
+    for k in range(iterations):
+        t = 0.5 * (3.0 - z * y)
+        if with_dd:
+            yi, yj, zi, zj = y.unsqueeze(-1), y.unsqueeze(-2), z.unsqueeze(-1), z.unsqueeze(-2)
+            ti, tj = t.unsqueeze(-1), t.unsqueeze(-2)
+            if k == 0:  # y = a, z = 1: Dy = 1, Dz = 0, so Dt = −½ and Dz' = −½ everywhere
+                dy = tj - 0.5 * yi
+                dz = torch.full_like(dy, -0.5)
+            else:
+                dt = dz * yj
+                dt.addcmul_(zi, dy).mul_(-0.5)
+                dy.mul_(tj).addcmul_(yi, dt)
+                dz.mul_(ti).addcmul_(dt, zj)
+        y, z = y * t, t * z
+    return y, dy
+
+
+class SpectralNewtonSchulz(torch.autograd.Function):
+    """iSQRT (N coupled Newton–Schulz steps, trace-normalised, ×√trace) evaluated in the eigenbasis."""
+
+    @staticmethod
+    def forward(ctx, sigma: torch.Tensor, iterations: int) -> torch.Tensor:
+        lam, u = torch.linalg.eigh(sigma)
+        s = lam.sum(-1, keepdim=True)  # = tr Σ
+        a = lam / s
+        f, _ = _scalar_map_and_divided_differences(a, iterations, with_dd=False)
+        ctx.save_for_backward(u, a, s)
+        ctx.iterations = iterations
+        return (u * (s.sqrt() * f).unsqueeze(-2)) @ u.transpose(-1, -2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        u, a, s = ctx.saved_tensors
+        f, dd = _scalar_map_and_divided_differences(a, ctx.iterations, with_dd=True)
+        rs = s.sqrt().unsqueeze(-1)  # (B, 1, 1)
+        h = u.transpose(-1, -2) @ (0.5 * (grad + grad.transpose(-1, -2))) @ u
+        hd = h.diagonal(dim1=-2, dim2=-1)
+        fprime = dd.diagonal(dim1=-2, dim2=-1)
+        d_s = (hd * (0.5 * f - a * fprime)).sum(-1).view(-1, 1, 1) / rs
+        d_sigma = u @ (dd * h / rs) @ u.transpose(-1, -2)
+        return d_sigma + d_s * torch.eye(a.shape[-1], dtype=a.dtype, device=a.device), None
+
+
+def isqrt(sigma: torch.Tensor, iterations: int = 5, algorithm: str = "auto") -> torch.Tensor:
+    """iSQRT-COV's matrix function of (B, d, d) covariances by the chosen algorithm (same values)."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"head.algorithm={algorithm!r} is not valid; choose auto, matmul or spectral")
+    if algorithm == "auto":
+        algorithm = "matmul" if sigma.is_cuda else "spectral"
+    if algorithm == "spectral":
+        if iterations < 1:
+            raise ValueError(f"head.iterations={iterations} must be at least 1")
+        try:
+            return SpectralNewtonSchulz.apply(sigma, iterations)
+        except torch.linalg.LinAlgError:  # eigh did not converge: the iteration needs no decomposition
+            pass
+    return newton_schulz_sqrt(sigma, iterations)
 
 
 def eigh_sqrt(sigma: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
@@ -99,12 +174,16 @@ class CovarianceSqrt(nn.Module):
     """maps (B, d, h, w) -> vector (B, d(d+1)/2): covariance (+ jitter·I) -> matrix root -> triangle.
     Runs in float32 (or float64) with autocast disabled."""
 
-    def __init__(self, iterations: int = 5, sqrt: str = "newton_schulz", vec_order: str = "row", jitter: float = 0.0):
+    def __init__(self, iterations: int = 5, sqrt: str = "newton_schulz", vec_order: str = "row", jitter: float = 0.0,
+                 algorithm: str = "auto"):
         super().__init__()
         if sqrt not in SQRTS:
             raise ValueError(f"head.sqrt={sqrt!r} is not valid; choose newton_schulz or eigh")
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"head.algorithm={algorithm!r} is not valid; choose auto, matmul or spectral")
         triangle_indices(2, vec_order, torch.device("cpu"))  # validates the order now
         self.iterations, self.sqrt, self.vec_order, self.jitter = iterations, sqrt, vec_order, jitter
+        self.algorithm = algorithm
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         with torch.autocast(maps.device.type, enabled=False):
@@ -112,7 +191,10 @@ class CovarianceSqrt(nn.Module):
             sigma = covariance(x)
             if self.jitter:
                 sigma = sigma + self.jitter * torch.eye(sigma.shape[-1], dtype=sigma.dtype, device=sigma.device)
-            root = newton_schulz_sqrt(sigma, self.iterations) if self.sqrt == "newton_schulz" else eigh_sqrt(sigma)
+            if self.sqrt == "newton_schulz":
+                root = isqrt(sigma, self.iterations, self.algorithm)
+            else:
+                root = eigh_sqrt(sigma)
             return triu_vec(root, self.vec_order)
 
 
@@ -122,10 +204,10 @@ class IsqrtCovHead(PoolingHead):
     preferred_last_stride = 1  # the papers drop ResNet's last downsampling: 14x14 maps, M = 196
 
     def __init__(self, in_channels: int, dim: int = 256, iterations: int = 5, activation: str = "relu",
-                 sqrt: str = "newton_schulz", vec_order: str = "row", dropout: float = 0.0, mlp=(),
-                 mlp_norm: bool = False):
+                 sqrt: str = "newton_schulz", algorithm: str = "auto", vec_order: str = "row", dropout: float = 0.0,
+                 mlp=(), mlp_norm: bool = False):
         super().__init__()
         self.reduce = reduction_block(in_channels, dim, activation) if dim else nn.Identity()
         d = dim or in_channels
-        self.pool = nn.Sequential(self.reduce, CovarianceSqrt(iterations, sqrt, vec_order))
+        self.pool = nn.Sequential(self.reduce, CovarianceSqrt(iterations, sqrt, vec_order, algorithm=algorithm))
         self._finish(d * (d + 1) // 2, dropout, mlp, mlp_norm)

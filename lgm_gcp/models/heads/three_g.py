@@ -61,14 +61,14 @@ class ThreeGHead(PoolingHead):
     preferred_last_stride = 1
 
     def __init__(self, in_channels: int, dim: int = 256, blocks: int = 3, iterations: int = 5, activation: str = "relu",
-                 sqrt: str = "newton_schulz", vec_order: str = "col", jitter: float = 1e-7, dropout: float = 0.0,
-                 mlp=(), mlp_norm: bool = False):
+                 sqrt: str = "newton_schulz", algorithm: str = "auto", vec_order: str = "col", jitter: float = 1e-7,
+                 dropout: float = 0.0, mlp=(), mlp_norm: bool = False):
         super().__init__()
         if blocks < 0:
             raise ValueError(f"head.blocks={blocks} must be >= 0")
         self.reduce = reduction_block(in_channels, dim, activation)
         self.blocks = nn.ModuleList(ReweightBlock(dim) for _ in range(blocks))
-        self.cov = CovarianceSqrt(iterations, sqrt, vec_order, jitter)
+        self.cov = CovarianceSqrt(iterations, sqrt, vec_order, jitter, algorithm)
         self.pool = self._pool
         self._finish(dim * (dim + 1) // 2, dropout, mlp, mlp_norm)
 
