@@ -138,11 +138,11 @@ class ThreeGConfig(CovarianceHeadConfig):
 @dataclass
 class LossConfig:
     _target_: str = MISSING
-    init: str = "auto"  # classifier init: default | normal | auto (the backbone recipe)
 
 
 @dataclass
 class SoftmaxLossConfig(LossConfig):
+    init: str = "auto"  # classifier init: default | normal | auto (the backbone recipe)
     label_smoothing: float = 0.0
     class_weights: Optional[List[float]] = None
     ignore_index: int = -100
@@ -173,9 +173,9 @@ class LGMLossConfig(LossConfig):
     log_det: bool = False
     update_sigma: bool = False
     sigma_init: float = 1.0
-    means_init: str = "msra"  # msra | xavier
-    means_weight_decay: bool = True
-    means_lr_mult: float = 1.0
+    means_init: str = "msra"  # msra (Caffe CIFAR example) | xavier (Caffe MNIST)
+    means_weight_decay: bool = True  # the references decay the means; σ is never decayed
+    means_lr_mult: float = 1.0  # the Caffe CIFAR-100 example uses 2
 
 
 # ----------------------------------------------------------------------------------- lr policy

@@ -1,0 +1,71 @@
+"""Large-margin in softmax cross-entropy (Kobayashi, BMVC 2019).
+
+logits z (N, C), targets y (N,); q = softmax over the C − 1 non-target logits.
+  R_i  = ½ Σ_{j≠y_i} (q_j − 1/(C−1)) log q_j   (= ½[KL(q‖u) + KL(u‖q)] ≥ 0, u uniform)
+  loss = CE(z − δ·e_y, y) + reg_lambda · R       (δ = ``deg_logit``, off by default)
+CE keeps its class weights, label smoothing and ``ignore_index``; R is an unweighted mean over
+the non-ignored samples. Differences from the reference, on purpose: ignored samples are left out
+of R (the reference indexes column −100), the target column is removed by a select instead of
+subtracting 10⁶ (finite in fp16), C < 2 is refused at construction, label smoothing reaches CE.
+R is computed in float32 (or float64). Works on the logits of any head.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from lgm_gcp.losses.softmax import SoftmaxLoss
+
+
+def large_margin_regularizer(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Per-sample R (N,), zero for ignored samples."""
+    n, c = logits.shape
+    z = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    valid = targets != ignore_index
+    safe = torch.where(valid, targets, torch.zeros_like(targets))
+    keep = torch.ones_like(z, dtype=torch.bool).scatter_(1, safe[:, None], False)
+    log_q = F.log_softmax(z[keep].view(n, c - 1), dim=1)
+    r = 0.5 * ((log_q.exp() - 1.0 / (c - 1)) * log_q).sum(1)
+    return torch.where(valid, r, torch.zeros_like(r))
+
+
+def large_margin_loss(logits: torch.Tensor, targets: torch.Tensor, reg_lambda: float = 0.3,
+                      weight: torch.Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
+                      deg_logit: float | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
+    n, c = logits.shape
+    if c < 2:
+        raise ValueError(f"the large-margin loss needs at least 2 classes, got {c}")
+    if deg_logit:
+        valid = (targets != ignore_index)[:, None]
+        onehot = F.one_hot(torch.where(valid[:, 0], targets, 0), c).to(logits.dtype) * valid
+        logits = logits - deg_logit * onehot
+    ce = F.cross_entropy(logits, targets, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing)
+    r = large_margin_regularizer(logits, targets, ignore_index)
+    if reduction == "mean":
+        r = r.sum() / (targets != ignore_index).sum().clamp_min(1)
+    elif reduction == "sum":
+        r = r.sum()
+    elif reduction != "none":
+        raise ValueError(f"reduction={reduction!r} is not valid; choose mean, sum or none")
+    return ce + reg_lambda * r.to(ce.dtype)
+
+
+class LargeMarginLoss(SoftmaxLoss):
+    def __init__(self, in_features: int, num_classes: int, init: str = "default", label_smoothing: float = 0.0,
+                 class_weights: Sequence[float] | None = None, ignore_index: int = -100, reg_lambda: float = 0.3,
+                 deg_logit: float | None = None):
+        if num_classes < 2:
+            raise ValueError(f"loss=large_margin needs at least 2 classes; the dataset has {num_classes}")
+        super().__init__(in_features, num_classes, init, label_smoothing, class_weights, ignore_index)
+        self.reg_lambda, self.deg_logit = reg_lambda, deg_logit
+
+    def forward(self, features: torch.Tensor, targets: torch.Tensor, step: int = 0):
+        logits = self.logits(features)
+        w = None if self.class_weights is None else self.class_weights.to(logits.dtype)
+        loss = large_margin_loss(logits, targets, self.reg_lambda, w, self.ignore_index, "mean", self.deg_logit,
+                                 self.label_smoothing)
+        return loss, logits, {}

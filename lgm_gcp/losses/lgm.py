@@ -1,0 +1,102 @@
+"""L-GM loss (Wan et al., "Rethinking Feature Distribution for Loss Functions in Image
+Classification", CVPR 2018): a Gaussian-mixture classifier with a margin and a likelihood term.
+
+features x (B, D), class means μ (C, D), variances σ (C,) isotropic or (C, D) diagonal.
+  d_k(x)   = ½ Σ_d (x_d − μ_kd)² / σ_k(d)                     (B, C)
+  logits   z_k = −d_k  [− ½ log|Σ_k| with ``log_det``]       prediction: argmax (nearest mean at σ = 1)
+  training z_y ← z_y − α·d_y, i.e. the target distance × (1 + α); α from the margin schedule
+  loss     = CE(margin logits, y) + λ · mean_i L_lkd,i
+  L_lkd    half:  ½‖x_i − μ_y‖²  (the Caffe/TF reference: not divided by σ, no log-det; default)
+           full:  ‖x_i − μ_y‖²   (the authors' later PyTorch code)
+           paper: d_y(x_i) + ½ log|Σ_y|  (the paper's Σ-scaled form)
+Distances use ‖x‖² − 2 x μᵀ + ‖μ‖² (clamped at 0), never a (B, C, D) tensor, in float32 even
+under autocast. σ = exp(log σ) is positive by construction; ``update_sigma=false`` freezes it at
+``sigma_init`` (the reference setting, under which L-GM equals a linear layer with weights μ and
+biases −½‖μ‖²). Unlike Caffe, the isotropic divisor is σ, not σ + 1e-4.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lgm_gcp.schedules.margin import MarginSchedule
+
+FORMS = ("half", "full", "paper")
+
+
+class LGMLoss(nn.Module):
+    def __init__(self, in_features: int, num_classes: int, margin: Mapping | None = None,
+                 likelihood_weight: float = 0.1, likelihood_form: str = "half", covariance: str = "isotropic",
+                 log_det: bool = False, update_sigma: bool = False, sigma_init: float = 1.0,
+                 means_init: str = "msra", means_weight_decay: bool = True, means_lr_mult: float = 1.0):
+        super().__init__()
+        if likelihood_form not in FORMS:
+            raise ValueError(f"loss.likelihood_form={likelihood_form!r} is not valid; choose half, full or paper")
+        if covariance not in ("isotropic", "diagonal"):
+            raise ValueError(f"loss.covariance={covariance!r} is not valid; choose isotropic or diagonal")
+        if sigma_init <= 0:
+            raise ValueError(f"loss.sigma_init={sigma_init} must be positive (it is a variance)")
+        self.num_classes, self.in_features = num_classes, in_features
+        self.margin = MarginSchedule(**dict(margin or {}))
+        self.likelihood_weight, self.likelihood_form, self.log_det = likelihood_weight, likelihood_form, log_det
+        self.means = nn.Parameter(torch.empty(num_classes, in_features))
+        if means_init == "msra":
+            nn.init.normal_(self.means, 0.0, math.sqrt(2.0 / in_features))
+        elif means_init == "xavier":
+            bound = math.sqrt(3.0 / in_features)
+            nn.init.uniform_(self.means, -bound, bound)
+        else:
+            raise ValueError(f"loss.means_init={means_init!r} is not valid; choose msra or xavier")
+        shape = (num_classes,) if covariance == "isotropic" else (num_classes, in_features)
+        self.log_sigma = nn.Parameter(torch.full(shape, math.log(sigma_init)), requires_grad=update_sigma)
+        self.log_sigma.no_weight_decay = True
+        if not means_weight_decay:
+            self.means.no_weight_decay = True
+        self.lr_mult = means_lr_mult
+
+    def half_distances(self, x: torch.Tensor) -> torch.Tensor:
+        """d_k(x) = ½ Σ_d (x_d − μ_kd)²/σ_k(d), shape (B, C), float32 or float64."""
+        x = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        mu, log_sigma = self.means.to(x.dtype), self.log_sigma.to(x.dtype)
+        if log_sigma.dim() == 1:
+            sq = (x.square().sum(1, keepdim=True) - 2.0 * x @ mu.T + mu.square().sum(1)).clamp_min(0.0)
+            return 0.5 * sq / log_sigma.exp()
+        inv = (-log_sigma).exp()  # (C, D)
+        sq = x.square() @ inv.T - 2.0 * x @ (mu * inv).T + (mu.square() * inv).sum(1)
+        return 0.5 * sq.clamp_min(0.0)
+
+    def log_dets(self) -> torch.Tensor:
+        """log|Σ_k|, shape (C,)."""
+        ls = self.log_sigma
+        return ls * self.in_features if ls.dim() == 1 else ls.sum(1)
+
+    def _logits(self, d: torch.Tensor) -> torch.Tensor:
+        return -d - 0.5 * self.log_dets().to(d.dtype) if self.log_det else -d
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(features.device.type, enabled=False):
+            return self._logits(self.half_distances(features))
+
+    def forward(self, features: torch.Tensor, targets: torch.Tensor, step: int = 0):
+        alpha = self.margin(step)
+        with torch.autocast(features.device.type, enabled=False):
+            d = self.half_distances(features)
+            logits = self._logits(d)
+            target_d = d.gather(1, targets[:, None])
+            margin_logits = logits.scatter_add(1, targets[:, None], -alpha * target_d)
+            ce = F.cross_entropy(margin_logits, targets)
+            if self.likelihood_form == "paper":
+                likelihood = target_d.squeeze(1) + 0.5 * self.log_dets().to(d.dtype)[targets]
+            else:
+                x = features.to(d.dtype)
+                sq = (x - self.means.to(d.dtype)[targets]).square().sum(1)
+                likelihood = 0.5 * sq if self.likelihood_form == "half" else sq
+            likelihood = likelihood.mean()
+            loss = ce + self.likelihood_weight * likelihood
+        logs = {"alpha": alpha, "ce": ce.detach(), "likelihood": likelihood.detach()}
+        return loss, logits, logs
