@@ -46,8 +46,22 @@ def config_groups() -> str:
     return "\n".join(lines)
 
 
+def gcp_family(backbone_target: str) -> str:
+    from lgm_gcp.schedules.policies import family_of
+
+    return family_of(backbone_target)
+
+
+def gcp_policy_value(policy: str, family: str, key: str):
+    from lgm_gcp.schedules.policies import lookup
+
+    return lookup(policy, family, key)
+
+
 def register_resolvers() -> None:
     for name, fn in (
+        ("lgm_gcp.family", gcp_family),
+        ("lgm_gcp.gcp_policy", gcp_policy_value),
         ("lgm_gcp.unique_dir", unique_dir),
         ("lgm_gcp.job_dirname", job_dirname),
         ("lgm_gcp.groups", config_groups),

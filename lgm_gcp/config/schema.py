@@ -233,7 +233,7 @@ class LogSpacedLRConfig(LRScheduleConfig):
 
 @dataclass
 class PiecewiseLinearLRConfig(LRScheduleConfig):
-    knots: List[List[float]] = MISSING  # [[epoch, lr], ...]; constant after the last knot
+    knots: List[Any] = MISSING  # [[epoch, lr], ...]; constant after the last knot
 
 
 @dataclass

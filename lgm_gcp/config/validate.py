@@ -35,7 +35,21 @@ def field_names(object_type: type) -> list:
 
 
 def validate(cfg: DictConfig, allow_extra: bool | None = None) -> None:
-    """Raise ConfigError for unknown keys under schema-backed nodes and for values left ``???``."""
+    """Raise ConfigError for unknown keys under schema-backed nodes, values left ``???`` and
+    interpolations that cannot be resolved (e.g. a GCP policy for a backbone outside its families)."""
+    try:
+        _validate(cfg, allow_extra)
+    except ConfigError:
+        raise
+    except Exception as e:
+        cause = e
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        key = getattr(e, "full_key", "") or "the config"
+        raise ConfigError(f"cannot resolve {key}: {str(cause).splitlines()[0]}") from e
+
+
+def _validate(cfg: DictConfig, allow_extra: bool | None) -> None:
     if allow_extra is None:
         allow_extra = bool(OmegaConf.select(cfg, "trainer.allow_extra", default=False))
     if not allow_extra:
@@ -51,3 +65,4 @@ def validate(cfg: DictConfig, allow_extra: bool | None = None) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"missing value for {', '.join(repr(k) for k in missing)}: set it on the command line")
+    OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]), resolve=True)

@@ -1,0 +1,45 @@
+"""Optimiser recipes: weight decay on every parameter by default, exclusions and LR multipliers as options."""
+
+import pytest
+import torch
+
+from conftest import resolved
+from lgm_gcp.models.build import build_model
+from lgm_gcp.optim import set_lr, sgd
+
+
+def groups_of(*overrides):
+    cfg = resolved(*overrides)
+    model = build_model(cfg, 10, 1)
+    opt = sgd(model, lr=0.1, **{k: v for k, v in cfg["optimizer"].items() if not k.startswith("_")})
+    return model, opt
+
+
+def test_default_decays_every_parameter_like_the_references():
+    model, opt = groups_of()
+    assert all(g["weight_decay"] == 5e-4 for g in opt.param_groups)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_excluding_norm_and_bias_from_decay():
+    model, opt = groups_of("optimizer.decay_norm_and_bias=false")
+    no_decay = {id(p) for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert (id(p) in no_decay) == (p.ndim <= 1), name
+
+
+def test_lgm_means_lr_mult_and_sigma_never_decayed():
+    model, opt = groups_of("loss=lgm", "loss.means_lr_mult=2", "loss.update_sigma=true", "optimizer.classifier_lr_mult=1.5")
+    by_param = {id(p): g for g in opt.param_groups for p in g["params"]}
+    assert by_param[id(model.criterion.means)]["lr_mult"] == 3.0
+    assert by_param[id(model.criterion.means)]["weight_decay"] == 5e-4
+    assert by_param[id(model.criterion.log_sigma)]["weight_decay"] == 0.0
+    set_lr(opt, 0.2)
+    assert by_param[id(model.criterion.means)]["lr"] == pytest.approx(0.6)
+    assert by_param[id(next(model.backbone.parameters()))]["lr"] == pytest.approx(0.2)
+
+
+def test_frozen_sigma_is_not_optimised():
+    model, opt = groups_of("loss=lgm")
+    assert all(p is not model.criterion.log_sigma for g in opt.param_groups for p in g["params"])
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"]
