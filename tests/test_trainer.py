@@ -86,7 +86,7 @@ def test_resume_mid_epoch_is_bitwise_equal(tmp_path, tiny_cfg):
 
 def test_resume_restores_step_lr_and_weights_over_a_wrong_lr(tmp_path, tiny_cfg):
     """detectron2-style: rebuild with a deliberately wrong LR, load, check what came back."""
-    from hydra.utils import instantiate
+    from lgm_gcp.config.instantiate import instantiate
 
     from lgm_gcp.models.build import build_model
 

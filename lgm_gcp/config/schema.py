@@ -64,7 +64,6 @@ class ImageFolderConfig(DatasetConfig):
     resize: int = 256
     color_jitter: float = 0.0
     lighting: float = 0.0
-    ten_crop: bool = False
 
 
 # ----------------------------------------------------------------------------------- backbone
@@ -300,8 +299,14 @@ class TrainerConfig:
 
 
 @dataclass
+class EvalConfig:
+    ten_crop: bool = False  # TenCrop evaluation, softmax averaged (image-folder datasets)
+
+
+@dataclass
 class RootConfig:
     seed: int = 0
+    eval: EvalConfig = field(default_factory=EvalConfig)
     dataset: Any = MISSING
     backbone: Any = MISSING
     head: Any = MISSING

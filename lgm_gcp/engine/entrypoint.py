@@ -21,18 +21,30 @@ from omegaconf import DictConfig, OmegaConf
 from lgm_gcp.config import ConfigError, register_schemas, validate
 from lgm_gcp.config.compose import compose
 from lgm_gcp.config.resolvers import unique_dir
+from lgm_gcp.data.files import DatasetError
+from lgm_gcp.engine.checkpoint import CheckpointError
 from lgm_gcp.engine.launch import launch
 
 log = logging.getLogger("lgm_gcp")
 register_schemas()
 
 
+# mistakes a user can fix: reported as one line (the cause's message), not as a traceback
+USER_ERRORS = (ConfigError, DatasetError, CheckpointError, FloatingPointError, ValueError)
+
+
 @hydra.main(version_base="1.3", config_path="pkg://lgm_gcp.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    validate(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    container = OmegaConf.to_container(cfg, resolve=True)
-    summary = launch(container, run_dir, list(HydraConfig.get().overrides.task))
+    try:
+        validate(cfg)
+        container = OmegaConf.to_container(cfg, resolve=True)
+        summary = launch(container, run_dir, list(HydraConfig.get().overrides.task))
+    except USER_ERRORS as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        log.error("%s: %s", type(e).__name__, e)
+        raise SystemExit(1) from None
     final = summary.get("final") or {}
     log.info("run dir %s: test top-1 %.2f%%", run_dir, final.get("test_top1", float("nan")))
     return final.get("test_top1")

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
+from lgm_gcp.config.instantiate import instantiate
 
 from lgm_gcp.engine import checkpoint, distributed
 from lgm_gcp.engine.logging import RunLogger, progress
@@ -94,7 +94,12 @@ def evaluate(model, data, cfg: Mapping, env) -> dict:
     batches = data.test_batches(bs, rank=env.rank, world_size=env.world_size, device=env.device)
     for images, targets in progress(batches, data.num_test_batches(bs, env.world_size), "eval",
                                     tcfg["progress"] and env.is_main):
-        logits = model(images)
+        if images.dim() == 5:  # (B, crops, C, H, W): average the softmax over the crops
+            b, n = images.shape[:2]
+            probs = model(images.flatten(0, 1)).float().softmax(1).view(b, n, -1).mean(1)
+            logits = probs.clamp_min(1e-12).log()
+        else:
+            logits = model(images)
         loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
         top1, top5 = topk_correct(logits, targets)
         totals += torch.stack([loss.double(), top1.double(), top5.double(), totals.new_tensor(targets.numel())])
@@ -141,7 +146,7 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None) -> dict:
     try:
         seed_everything(cfg["seed"] + env.rank, tcfg["deterministic"])
 
-        data = instantiate(cfg["dataset"])
+        data = instantiate(cfg["dataset"], ten_crop=cfg["eval"]["ten_crop"], num_workers=tcfg["num_workers"])
         model = build_model(cfg, data.num_classes, data.in_channels).to(env.device)
         schedule = instantiate(cfg["lr_policy"])
         optimizer = instantiate(cfg["optimizer"])(model, lr=schedule.base_lr)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import inspect
 from typing import Any, Mapping
 
-from hydra.utils import get_class, get_method, instantiate
+from hydra.utils import get_class, get_method
+
+from lgm_gcp.config.instantiate import instantiate
 
 from lgm_gcp.models.network import Network
 
