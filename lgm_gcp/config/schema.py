@@ -77,6 +77,7 @@ class BackboneConfig:
 @dataclass
 class SmallCNNConfig(BackboneConfig):
     widths: List[int] = field(default_factory=lambda: [32, 64, 128])
+    norm: str = "batch"  # batch | group | none
 
 
 @dataclass

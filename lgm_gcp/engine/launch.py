@@ -64,6 +64,7 @@ def free_port() -> int:
 
 def launch(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None) -> dict:
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     tcfg = cfg["trainer"]
     n = resolve_devices(tcfg["devices"], tcfg["accelerator"])
     if "WORLD_SIZE" in os.environ or n == 1:  # a single process, or one rank under torchrun

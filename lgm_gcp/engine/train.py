@@ -121,6 +121,14 @@ def save_checkpoint(model, optimizer, state, cfg, env, logger: RunLogger, name: 
     distributed.barrier()
 
 
+def replica_checksums(model, env) -> list:
+    """Every rank's sum of its parameters (float64): equal when the replicas are in sync."""
+    local = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().to(env.device)
+    gathered = [torch.zeros_like(local) for _ in range(env.world_size)]
+    torch.distributed.all_gather(gathered, local)
+    return [g.item() for g in gathered]
+
+
 def resume_path(run_dir: Path, tcfg: Mapping[str, Any]) -> Path | None:
     if tcfg["resume"]:
         return Path(tcfg["resume"])
@@ -181,6 +189,8 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None) -> dict:
         status = "failed"
         try:
             status = fit(model, optimizer, data, schedule, state, cfg, env, logger)
+            if env.distributed:
+                logger.extra["replica_checksums"] = replica_checksums(model, env)
         finally:
             logger.close(status)
         return logger.summary(status)

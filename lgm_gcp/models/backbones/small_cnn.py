@@ -7,18 +7,31 @@ from typing import Sequence
 from torch import nn
 
 
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """``batch``: BatchNorm2d; ``group``: GroupNorm with 8 channels a group (batch-independent, so a
+    DDP run equals a 1-process run with the same global batch); ``none``: identity."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(max(channels // 8, 1), channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"backbone.norm={kind!r} is not valid; choose batch, group or none")
+
+
 class SmallCNN(nn.Sequential):
     """(B, in_channels, H, W) -> (B, widths[-1], H / 2^(len(widths)-1), ...)."""
 
     recipe: dict = {}
 
-    def __init__(self, in_channels: int = 1, widths: Sequence[int] = (32, 64, 128)):
+    def __init__(self, in_channels: int = 1, widths: Sequence[int] = (32, 64, 128), norm: str = "batch"):
         layers, c = [], in_channels
         for i, w in enumerate(widths):
             if i:
                 layers.append(nn.MaxPool2d(2))
             for _ in range(2):
-                layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(c, w, 3, padding=1, bias=norm == "none"), make_norm(norm, w),
+                           nn.ReLU(inplace=True)]
                 c = w
         super().__init__(*layers)
         self.out_channels = c

@@ -1,0 +1,81 @@
+"""DDP on CPU with gloo, 2 spawned processes: same result as 1 process, resume, failure propagation."""
+
+import time
+
+import pytest
+import torch
+
+from conftest import resolved
+from lgm_gcp.engine.launch import launch
+
+DDP = ["backbone.widths=[8,16]", "backbone.norm=group", "trainer.batch_size=64", "trainer.progress=false",
+       "trainer.deterministic=true", "trainer.max_epochs=2"]
+
+
+def weights(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    two = launch(resolved(*DDP, "trainer.devices=2"), tmp_path / "two")
+    one = launch(resolved(*DDP, "trainer.devices=1"), tmp_path / "one")
+    a, b = weights(tmp_path / "two"), weights(tmp_path / "one")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+    checksums = two["replica_checksums"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1]
+    assert two["world_size"] == 2 and two["final"]["test_images"] == one["final"]["test_images"] == 450
+    assert two["final"]["test_top1"] == pytest.approx(one["final"]["test_top1"], abs=0.5)
+
+
+def test_ddp_run_resumes_bitwise(tmp_path):
+    launch(resolved(*DDP, "trainer.devices=2"), tmp_path / "straight")
+    launch(resolved(*DDP, "trainer.devices=2", "trainer.max_steps=21"), tmp_path / "cut")
+    summary = launch(resolved(*DDP, "trainer.devices=2"), tmp_path / "cut")
+    assert [r["epoch"] for r in summary["epochs"]] == [0, 1]
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_another_world_size_is_refused(tmp_path):
+    from lgm_gcp.engine.checkpoint import CheckpointError
+
+    launch(resolved(*DDP, "trainer.devices=2", "trainer.max_steps=5"), tmp_path)
+    with pytest.raises(CheckpointError, match="written by 2 processes, this run has 1"):
+        launch(resolved(*DDP, "trainer.devices=1"), tmp_path)
+
+
+def test_a_failing_rank_ends_the_whole_run(tmp_path):
+    start = time.time()
+    with pytest.raises(Exception, match="injected failure on rank 1"):
+        launch(resolved(*DDP, "trainer.devices=2", "backbone._target_=helpers.FailsOnRank1"), tmp_path)
+    assert time.time() - start < 60
+
+
+def torchrun(tmp_path, *args):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "HYDRA_FULL_ERROR")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "lgm_gcp.engine.entrypoint", *args]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_torchrun_ranks_agree_on_one_run_dir(tmp_path):
+    import json
+
+    result = torchrun(tmp_path, *DDP, "trainer.max_epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = list((tmp_path / "outputs").rglob("metrics.json"))
+    assert len(metrics) == 1  # rank 0 chose the dir and broadcast it
+    summary = json.loads(metrics[0].read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "finished"
+    assert len(set(summary["replica_checksums"])) == 1
+
+
+def test_torchrun_refuses_multirun(tmp_path):
+    result = torchrun(tmp_path, "-m", "seed=0,1")
+    assert result.returncode != 0
+    assert "-m/--multirun cannot run under torchrun" in result.stderr
