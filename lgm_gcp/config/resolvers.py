@@ -58,8 +58,14 @@ def gcp_policy_value(policy: str, family: str, key: str):
     return lookup(policy, family, key)
 
 
+def gpu_of_job(job_num, gpus) -> str:
+    """The GPU a parallel sweep job uses: job number modulo the number of GPUs."""
+    return str(int(job_num) % max(int(gpus), 1))
+
+
 def register_resolvers() -> None:
     for name, fn in (
+        ("lgm_gcp.gpu_of_job", gpu_of_job),
         ("lgm_gcp.family", gcp_family),
         ("lgm_gcp.gcp_policy", gcp_policy_value),
         ("lgm_gcp.unique_dir", unique_dir),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lgm_gcp.config import ConfigError, register_schemas, validate
@@ -24,6 +25,7 @@ from lgm_gcp.config.resolvers import unique_dir
 from lgm_gcp.data.files import DatasetError
 from lgm_gcp.engine.checkpoint import CheckpointError
 from lgm_gcp.engine.launch import launch
+from lgm_gcp.engine.sweep import SWEEP_DIRS, summary
 
 log = logging.getLogger("lgm_gcp")
 register_schemas()
@@ -41,8 +43,8 @@ def main(cfg: DictConfig) -> float | None:
         container = OmegaConf.to_container(cfg, resolve=True)
         summary = launch(container, run_dir, list(HydraConfig.get().overrides.task))
     except USER_ERRORS as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # a sweep goes on with its other jobs and lists this one in its summary
         log.error("%s: %s", type(e).__name__, e)
         raise SystemExit(1) from None
     final = summary.get("final") or {}
@@ -98,7 +100,12 @@ def cli() -> None:
     except ConfigError as e:
         print(f"lgm-gcp-train: error: {e}", file=sys.stderr)
         sys.exit(2)
-    main()
+    try:
+        main()
+    except (SystemExit, Exception):
+        for sweep_dir in SWEEP_DIRS:  # a failed sweep: say which jobs failed
+            print(summary(sweep_dir), file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":

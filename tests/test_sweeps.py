@@ -1,0 +1,39 @@
+"""Multirun sweeps: a failed job does not stop the others; parallel jobs with the joblib launcher."""
+
+import json
+
+from conftest import run_cli
+
+SWEEP = ["backbone.widths=[4,8]", "trainer.max_epochs=1", "trainer.max_steps=3", "trainer.progress=false"]
+
+
+def test_failed_job_does_not_stop_the_sweep_and_is_summarised(tmp_path):
+    result = run_cli("-m", *SWEEP, "lr_policy.base_lr=1e30,0.1", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert result.returncode == 1
+    jobs = [json.loads(line) for line in (tmp_path / "sweep" / "jobs.jsonl").read_text().splitlines()]
+    assert [j["status"] for j in jobs] == ["FAILED", "COMPLETED"]
+    good = tmp_path / "sweep" / "backbone.widths=[4,8],lr_policy.base_lr=0.1,trainer.max_epochs=1,trainer.max_steps=3"
+    assert json.loads((good / "metrics.json").read_text())["final"]["test_images"] == 450
+    assert "1 of 2 jobs completed, 1 failed" in result.stderr
+    assert "FAILED backbone.widths=[4,8],lr_policy.base_lr=1e+30" in result.stderr and "non-finite loss" in result.stderr
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
+    result = run_cli("-m", "hydra/launcher=joblib_gpus", "hydra.launcher.n_jobs=2", *SWEEP, "seed=0,1",
+                     "hydra.sweep.dir=sweep", cwd=tmp_path, env_extra={"LGM_GCP_GPUS": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    for seed in (0, 1):
+        job = tmp_path / "sweep" / f"backbone.widths=[4,8],seed={seed},trainer.max_epochs=1,trainer.max_steps=3"
+        assert json.loads((job / "metrics.json").read_text())["status"] == "stopped"
+    assert "2 of 2 jobs completed" in result.stderr
+
+
+def test_slurm_launcher_config_composes():
+    from hydra import compose, initialize_config_module
+
+    from lgm_gcp.config import register_schemas
+
+    register_schemas()
+    with initialize_config_module("lgm_gcp.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher.tasks_per_node == 1 and "submitit" in cfg.hydra.launcher._target_
