@@ -105,3 +105,12 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config", strict: 
     if strict:
         validate(cfg)
     return cfg
+
+
+def compose_choices(overrides: Sequence[str] = (), config_name: str = "config") -> dict:
+    """The config-group choices (``{"backbone": "resnet50", ...}``) the overrides select."""
+    register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=_first_values(overrides), return_hydra_config=True)
+    return {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith(("hydra", "schema"))}

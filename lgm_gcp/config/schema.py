@@ -14,7 +14,7 @@ The string ``"auto"`` in a head or loss field means "the backbone's recipe decid
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -315,6 +315,31 @@ class RootConfig:
     lr_policy: Any = MISSING
     optimizer: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+# ----------------------------------------------------------------------------------- tables (lgm-gcp-table)
+
+
+@dataclass
+class TableAxisConfig:
+    keys: List[str] = MISSING  # config-group choices (backbone, head, ...) or dotted config keys (dataset.name)
+    labels: Dict[str, str] = MISSING  # "value" or "value1,value2" -> label, in table order
+
+
+@dataclass
+class TableConfig:
+    """A paper table: which runs make its rows and columns, what it reports, what was published."""
+
+    title: str = MISSING
+    source: str = ""  # where the published numbers come from
+    metric: str = "test_top1"  # a key of metrics.json's epoch records
+    second_metric: Optional[str] = None  # e.g. test_top5, shown after a slash
+    error: bool = False  # report 100 - accuracy
+    take: str = "final"  # final | best (the epoch with the best test top-1)
+    rows: TableAxisConfig = field(default_factory=TableAxisConfig)
+    columns: TableAxisConfig = field(default_factory=TableAxisConfig)
+    select: Dict[str, str] = field(default_factory=dict)  # only runs with these values
+    published: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # row label -> column label -> value
 
 
 SCHEMAS = {

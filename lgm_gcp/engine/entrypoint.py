@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lgm_gcp.config import ConfigError, register_schemas, validate
-from lgm_gcp.config.compose import compose
+from lgm_gcp.config.compose import compose, compose_choices
 from lgm_gcp.config.resolvers import unique_dir
 from lgm_gcp.data.files import DatasetError
 from lgm_gcp.engine.checkpoint import CheckpointError
@@ -41,7 +41,9 @@ def main(cfg: DictConfig) -> float | None:
     try:
         validate(cfg)
         container = OmegaConf.to_container(cfg, resolve=True)
-        summary = launch(container, run_dir, list(HydraConfig.get().overrides.task))
+        hydra_cfg = HydraConfig.get()
+        choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith(("hydra", "schema"))}
+        summary = launch(container, run_dir, list(hydra_cfg.overrides.task), choices)
     except USER_ERRORS as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # a sweep goes on with its other jobs and lists this one in its summary
@@ -77,6 +79,7 @@ def torchrun_main(argv) -> None:
     overrides = [o for o in args.overrides if not o.startswith("hydra.")]
     run_dirs = [o.split("=", 1)[1] for o in args.overrides if o.startswith("hydra.run.dir=")]
     cfg = compose(overrides)
+    choices = compose_choices(overrides)
     env = distributed.setup(cfg.trainer.accelerator)
     run_dir = run_dirs[-1] if run_dirs else None
     if run_dir is None and env.is_main:
@@ -86,7 +89,7 @@ def torchrun_main(argv) -> None:
 
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     setup_worker_logging(Path(run_dir), env.rank)
-    launch(OmegaConf.to_container(cfg, resolve=True), run_dir, overrides)
+    launch(OmegaConf.to_container(cfg, resolve=True), run_dir, overrides, choices)
 
 
 def cli() -> None:

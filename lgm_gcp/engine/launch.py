@@ -49,11 +49,11 @@ def setup_worker_logging(run_dir: Path, rank: int) -> None:
     root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 
-def _worker(local_rank: int, world_size: int, port: int, cfg: Mapping, run_dir: str, overrides) -> None:
+def _worker(local_rank: int, world_size: int, port: int, cfg: Mapping, run_dir: str, overrides, choices) -> None:
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     setup_worker_logging(Path(run_dir), local_rank)
-    run(cfg, run_dir, overrides)
+    run(cfg, run_dir, overrides, choices)
 
 
 def free_port() -> int:
@@ -62,15 +62,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None) -> dict:
+def launch(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=None) -> dict:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tcfg = cfg["trainer"]
     n = resolve_devices(tcfg["devices"], tcfg["accelerator"])
     if "WORLD_SIZE" in os.environ or n == 1:  # a single process, or one rank under torchrun
-        summary = run(cfg, run_dir, overrides)
+        summary = run(cfg, run_dir, overrides, choices)
     else:
-        mp.start_processes(_worker, args=(n, free_port(), dict(cfg), str(run_dir), overrides), nprocs=n, join=True,
+        mp.start_processes(_worker, args=(n, free_port(), dict(cfg), str(run_dir), overrides, choices), nprocs=n, join=True,
                            start_method="spawn")
         summary = json.loads((run_dir / "metrics.json").read_text())
     if torch.cuda.is_available():

@@ -136,17 +136,20 @@ def resume_path(run_dir: Path, tcfg: Mapping[str, Any]) -> Path | None:
     return last if tcfg["auto_resume"] and last.is_file() else None
 
 
-def write_run_files(run_dir: Path, cfg: Mapping[str, Any], overrides) -> None:
-    """The resolved config and the command-line overrides, for people and for lgm-gcp-table."""
+def write_run_files(run_dir: Path, cfg: Mapping[str, Any], overrides, choices) -> None:
+    """The resolved config, the command-line overrides and the config-group choices
+    (``backbone: resnet50``, ...), for people and for lgm-gcp-table."""
     import yaml
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
     if overrides is not None:
         (run_dir / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    if choices is not None:
+        (run_dir / "choices.yaml").write_text(yaml.safe_dump(dict(choices), sort_keys=False))
 
 
-def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None) -> dict:
+def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=None) -> dict:
     """Train and evaluate one configuration; returns the metrics.json summary."""
     run_dir = Path(run_dir)
     tcfg = cfg["trainer"]
@@ -177,7 +180,7 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None) -> dict:
                 log.info("resumed from %s at epoch %d, step %d", path, state["epoch"], state["step"])
 
         if env.is_main:  # only now: a run that fails to start never overwrites an earlier run's files
-            write_run_files(run_dir, cfg, overrides)
+            write_run_files(run_dir, cfg, overrides, choices)
 
         if env.distributed:
             if tcfg["sync_bn"]:

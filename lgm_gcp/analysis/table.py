@@ -1,0 +1,263 @@
+"""lgm-gcp-table: turn runs' metrics.json into a paper's table, beside the published numbers.
+
+    lgm-gcp-table outputs/tables/gcp_imagenet table=gcp_imagenet [--out DIR]
+    lgm-gcp-table outputs/multirun/2026-11-22/10-00-00          # no table: one line per run
+
+A run is a folder holding config.yaml (written when it starts); its group choices (choices.yaml)
+and resolved config place it in a row and a column (conf/table/NAME.yaml); runs that differ only
+in ``seed`` are averaged (mean ± sample std). Cells without a finished run say ``missing``,
+``running`` or ``failed``. Writes NAME.md, NAME.csv and NAME.png (test curves per row) to --out
+(default: the first folder given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+from omegaconf import OmegaConf
+
+from lgm_gcp.config.schema import TableConfig
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    choices: dict
+    metrics: dict | None
+
+    def value(self, key: str) -> Any:
+        if key in self.choices:
+            return self.choices[key]
+        node: Any = self.config
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    @property
+    def status(self) -> str:
+        return "missing metrics" if self.metrics is None else self.metrics.get("status", "unknown")
+
+
+def load_runs(paths: Iterable[str | Path]) -> list:
+    runs = []
+    for root in paths:
+        root = Path(root)
+        if not root.exists():
+            raise FileNotFoundError(f"lgm-gcp-table: {root} does not exist")
+        for cfg_path in sorted({*root.rglob("config.yaml")} | ({root / "config.yaml"} & {*root.glob("config.yaml")})):
+            if cfg_path.parent.name == ".hydra":
+                continue
+            run_dir = cfg_path.parent
+            metrics_path = run_dir / "metrics.json"
+            choices_path = run_dir / "choices.yaml"
+            runs.append(Run(run_dir, yaml.safe_load(cfg_path.read_text()) or {},
+                            yaml.safe_load(choices_path.read_text()) if choices_path.is_file() else {},
+                            json.loads(metrics_path.read_text()) if metrics_path.is_file() else None))
+    return runs
+
+
+def load_table(name: str) -> TableConfig:
+    path = resources.files("lgm_gcp.conf") / "table" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(Path(p.name).stem for p in (resources.files("lgm_gcp.conf") / "table").iterdir()
+                       if p.name.endswith(".yaml"))
+        raise ValueError(f"unknown table '{name}'; valid: {', '.join(known)}")
+    merged = OmegaConf.merge(OmegaConf.structured(TableConfig), OmegaConf.load(str(path)))
+    return OmegaConf.to_object(merged)
+
+
+def _axis_label(run: Run, axis) -> str | None:
+    key = ",".join(str(run.value(k)) for k in axis.keys)
+    return axis.labels.get(key)
+
+
+def _score(run: Run, table: TableConfig) -> tuple | None:
+    if run.metrics is None or run.metrics.get("status") != "finished":
+        return None
+    record = run.metrics.get("best" if table.take == "best" else "final")
+    if not record:
+        return None
+    names = [table.metric] + ([table.second_metric] if table.second_metric else [])
+    values = tuple(record.get(n, float("nan")) for n in names)
+    return tuple(100.0 - v for v in values) if table.error else values
+
+
+@dataclass
+class Cell:
+    row: str
+    column: str
+    scores: list = field(default_factory=list)
+    runs: list = field(default_factory=list)
+    published: Any = None
+
+    @property
+    def status(self) -> str:
+        if self.scores:
+            return "ok"
+        if not self.runs:
+            return "missing"
+        states = {r.status for r in self.runs}
+        return "running" if states & {"running", "stopped"} else "failed"
+
+    def stats(self, i: int) -> tuple:
+        vals = [s[i] for s in self.scores]
+        return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _published_numbers(value) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, (int, float)):
+        return (float(value),)
+    if isinstance(value, str):
+        return (float(value.replace("±", "+-").split("+-")[0]),)
+    return tuple(float(v) for v in value)
+
+
+def build_cells(runs: Sequence[Run], table: TableConfig) -> list:
+    cells = {(r, c): Cell(r, c, published=table.published.get(r, {}).get(c))
+             for r in table.rows.labels.values() for c in table.columns.labels.values()}
+    for run in runs:
+        if any(str(run.value(k)) != str(v) for k, v in table.select.items()):
+            continue
+        row, column = _axis_label(run, table.rows), _axis_label(run, table.columns)
+        if (row, column) not in cells:
+            continue
+        cell = cells[(row, column)]
+        cell.runs.append(run)
+        score = _score(run, table)
+        if score is not None:
+            cell.scores.append(score)
+    return list(cells.values())
+
+
+def _format_cell(cell: Cell, n_metrics: int) -> str:
+    pub = _published_numbers(cell.published)
+    if cell.status != "ok":
+        ours = cell.status
+    else:
+        parts = []
+        for i in range(n_metrics):
+            mean, std = cell.stats(i)
+            parts.append(f"{mean:.2f}" + (f" ± {std:.2f}" if len(cell.scores) > 1 else ""))
+        ours = " / ".join(parts) + f" (n={len(cell.scores)})"
+    if not pub:
+        return ours
+    paper = cell.published if isinstance(cell.published, str) else " / ".join(f"{v:.2f}" for v in pub)
+    text = f"{ours} · paper {paper}"
+    if cell.status == "ok":
+        deltas = [cell.stats(i)[0] - pub[i] for i in range(min(n_metrics, len(pub)))]
+        text += " · Δ " + " / ".join(f"{d:+.2f}" for d in deltas)
+    return text
+
+
+def render_markdown(table: TableConfig, cells: Sequence[Cell]) -> str:
+    n = 2 if table.second_metric else 1
+    what = table.metric + (f" / {table.second_metric}" if table.second_metric else "")
+    kind = "error (100 − accuracy)" if table.error else "accuracy"
+    lines = [f"### {table.title}", "", f"{what}, {kind} in %, {table.take} epoch; mean ± std over seeds."
+             + (f" Published: {table.source}." if table.source else ""), ""]
+    columns = list(table.columns.labels.values())
+    lines.append("| | " + " | ".join(columns) + " |")
+    lines.append("|---" * (len(columns) + 1) + "|")
+    by_key = {(c.row, c.column): c for c in cells}
+    for row in table.rows.labels.values():
+        lines.append(f"| {row} | " + " | ".join(_format_cell(by_key[(row, c)], n) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, table: TableConfig, cells: Sequence[Cell]) -> None:
+    n = 2 if table.second_metric else 1
+    names = [table.metric] + ([table.second_metric] if table.second_metric else [])
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["row", "column", "status", "n"] + [f"{m}_{s}" for m in names for s in ("mean", "std")]
+                   + [f"{m}_published" for m in names] + [f"{m}_delta" for m in names] + ["runs"])
+        for cell in cells:
+            stats = [cell.stats(i) if cell.scores else (math.nan, math.nan) for i in range(n)]
+            pub = list(_published_numbers(cell.published)) + [math.nan] * n
+            w.writerow([cell.row, cell.column, cell.status, len(cell.scores)]
+                       + [v for s in stats for v in s] + pub[:n] + [stats[i][0] - pub[i] for i in range(n)]
+                       + [";".join(str(r.path) for r in cell.runs)])
+
+
+def plot_curves(path: Path, table: TableConfig, cells: Sequence[Cell]) -> None:
+    """Test metric per epoch (mean over seeds), one panel per row, one line per column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(table.rows.labels.values())
+    fig, axes = plt.subplots(len(rows), 1, figsize=(7, 2.6 * len(rows)), squeeze=False)
+    for ax, row in zip(axes[:, 0], rows):
+        for cell in (c for c in cells if c.row == row and c.runs):
+            curves = [[r.get(table.metric) for r in run.metrics["epochs"] if table.metric in r]
+                      for run in cell.runs if run.metrics]
+            curves = [c for c in curves if c]
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            mean = [statistics.fmean(c[i] for c in curves) for i in range(length)]
+            ax.plot(range(1, length + 1), [100 - v for v in mean] if table.error else mean, label=cell.column)
+        ax.set(title=row, xlabel="epoch", ylabel=table.metric + (" error" if table.error else ""))
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_listing(runs: Sequence[Run]) -> str:
+    lines = ["| run | status | test_top1 | test_top5 | best test_top1 |", "|---|---|---|---|---|"]
+    for run in runs:
+        final = (run.metrics or {}).get("final") or {}
+        best = (run.metrics or {}).get("best") or {}
+        fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+        lines.append(f"| {run.path.name} | {run.status} | {fmt(final.get('test_top1'))} | "
+                     f"{fmt(final.get('test_top5'))} | {fmt(best.get('test_top1'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def make_table(dirs: Sequence[str | Path], name: str | None, out: Path) -> str:
+    runs = load_runs(dirs)
+    out.mkdir(parents=True, exist_ok=True)
+    if name is None:
+        text = run_listing(runs)
+        (out / "runs.md").write_text(text)
+        return text
+    table = load_table(name)
+    cells = build_cells(runs, table)
+    text = render_markdown(table, cells)
+    (out / f"{name}.md").write_text(text)
+    write_csv(out / f"{name}.csv", table, cells)
+    plot_curves(out / f"{name}.png", table, cells)
+    return text
+
+
+def cli(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="lgm-gcp-table", description=__doc__.splitlines()[0])
+    parser.add_argument("inputs", nargs="+", help="run or multirun folders, and optionally table=NAME")
+    parser.add_argument("--out", default=None, help="folder for NAME.md/.csv/.png (default: the first folder)")
+    args = parser.parse_args(argv)
+    names = [a.split("=", 1)[1] for a in args.inputs if a.startswith("table=")]
+    dirs = [a for a in args.inputs if not a.startswith("table=")]
+    if not dirs:
+        parser.error("give at least one run or multirun folder")
+    try:
+        print(make_table(dirs, names[-1] if names else None, Path(args.out or dirs[0])), end="")
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"lgm-gcp-table: error: {e}") from None

@@ -1,0 +1,93 @@
+"""lgm-gcp-table on a real 2x2x2 digits sweep (loss x head x seed), and on a sweep with a missing run."""
+
+import csv
+import json
+import shutil
+import statistics
+
+import pytest
+
+from conftest import run_cli
+from lgm_gcp.analysis.table import cli, load_table
+
+TABLES = ["gcp_imagenet", "g3net", "large_margin_cifar", "large_margin_imagenet", "lgm_cifar100", "digits_demo"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    result = run_cli("-m", "loss=softmax,lgm", "head=gap,gcp", "seed=0,1", "backbone.widths=[4,8]",
+                     "trainer.max_epochs=1", "trainer.progress=false", "hydra.sweep.dir=sweep", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "sweep"
+
+
+def job(head, loss, seed):
+    return f"backbone.widths=[4,8],head={head},loss={loss},seed={seed},trainer.max_epochs=1"
+
+
+def _final(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())["final"]["test_top1"]
+
+
+def test_table_cells_equal_the_runs_metrics(sweep, tmp_path, capsys):
+    cli([str(sweep), "table=digits_demo", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    rows = {(r["row"], r["column"]): r for r in csv.DictReader(open(tmp_path / "digits_demo.csv"))}
+    assert len(rows) == 4
+    for loss, row in (("softmax", "softmax"), ("lgm", "L-GM")):
+        for head, col in (("gap", "GAP"), ("gcp", "GCP")):
+            values = [_final(sweep / job(head, loss, s)) for s in (0, 1)]
+            cell = rows[(row, col)]
+            assert cell["status"] == "ok" and int(cell["n"]) == 2
+            assert float(cell["test_top1_mean"]) == pytest.approx(statistics.fmean(values))
+            assert float(cell["test_top1_std"]) == pytest.approx(statistics.stdev(values))
+            assert f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} (n=2)" in printed
+    assert (tmp_path / "digits_demo.md").read_text() == printed
+    assert (tmp_path / "digits_demo.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_missing_and_failed_runs_are_marked(sweep, tmp_path, capsys):
+    partial = tmp_path / "partial"
+    shutil.copytree(sweep, partial)
+    for seed in (0, 1):
+        shutil.rmtree(partial / job("gcp", "lgm", seed))
+    (partial / job("gap", "lgm", 0) / "metrics.json").unlink()  # started, never wrote metrics
+    metrics = partial / job("gap", "lgm", 1) / "metrics.json"
+    data = json.loads(metrics.read_text())
+    metrics.write_text(json.dumps({**data, "status": "failed"}))
+    cli([str(partial), "table=digits_demo", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    lgm_row = next(line for line in printed.splitlines() if line.startswith("| L-GM"))
+    assert lgm_row.split("|")[2].strip() == "failed" and lgm_row.split("|")[3].strip() == "missing"
+    softmax_row = next(line for line in printed.splitlines() if line.startswith("| softmax"))
+    assert "(n=2)" in softmax_row
+
+
+def test_published_numbers_and_deltas_are_printed(sweep, tmp_path, capsys):
+    table = load_table("large_margin_cifar")
+    assert table.published["CIFAR-10"]["softmax"] == "8.45 ± 0.27"
+    cli([str(sweep), "table=large_margin_cifar", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "| CIFAR-10 | missing · paper 8.45 ± 0.27 | missing · paper 7.81 ± 0.20 |" in printed
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_every_table_loads_and_names_existing_options(name):
+    from importlib import resources
+    from pathlib import Path
+
+    conf = Path(str(resources.files("lgm_gcp.conf")))
+    table = load_table(name)
+    for axis in (table.rows, table.columns):
+        for combo in axis.labels:
+            for key, value in zip(axis.keys, combo.split(",")):
+                if (conf / key).is_dir():
+                    assert (conf / key / f"{value}.yaml").is_file(), (key, value)
+    for row, cols in table.published.items():
+        assert row in table.rows.labels.values() and set(cols) <= set(table.columns.labels.values())
+
+
+def test_unknown_table_is_one_line(sweep):
+    with pytest.raises(SystemExit, match="unknown table 'nope'; valid: .*digits_demo"):
+        cli([str(sweep), "table=nope"])
