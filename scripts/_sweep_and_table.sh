@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Shared by the per-table scripts: run every experiment preset matching a prefix over SEEDS, then
-# print the paper table. Usage: _sweep_and_table.sh TABLE PRESET_PREFIX [extra overrides...]
+# print the paper table. Usage: _sweep_and_table.sh TABLE PRESET_GLOB_PREFIX [extra overrides...]
 # Environment: SEEDS (default 0), OUT (default outputs/tables/TABLE), LGM_GCP_DATA (dataset roots).
 set -euo pipefail
 table=$1; prefix=$2; shift 2
