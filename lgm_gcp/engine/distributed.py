@@ -49,8 +49,12 @@ def setup(accelerator: str = "auto") -> DistEnv:
     return DistEnv(rank, world, local_rank, device)
 
 
-def teardown() -> None:
+def teardown(clean: bool = True) -> None:
+    """Leave the process group. After a clean run every rank first waits for the others, so no
+    rank exits while a peer's collective threads still talk to it (gloo aborts the process then)."""
     if dist.is_available() and dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -54,6 +54,13 @@ def _worker(local_rank: int, world_size: int, port: int, cfg: Mapping, run_dir: 
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     setup_worker_logging(Path(run_dir), local_rank)
     run(cfg, run_dir, overrides, choices)
+    # Every file is written and closed. Leave without running C++ static destructors: after the
+    # process group is gone, gloo's can abort the process ("terminate called without an active
+    # exception"), which would turn a finished run into a failed one.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def free_port() -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -198,7 +199,7 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
             logger.close(status)
         return logger.summary(status)
     finally:
-        distributed.teardown()
+        distributed.teardown(clean=sys.exc_info()[0] is None)
 
 
 def fit(model, optimizer, data, schedule, state, cfg, env, logger: RunLogger) -> str:
