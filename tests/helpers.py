@@ -17,3 +17,11 @@ class FailsOnRank1(SmallCNN):
         if os.environ.get("RANK") == "1" and FailsOnRank1.calls == 3:
             raise RuntimeError("injected failure on rank 1")
         return super().forward(x)
+
+
+class NanGradient(SmallCNN):
+    """Finite outputs and loss, NaN gradients: adds 0 * sqrt(0) to the maps."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = super().forward(x)
+        return maps + 0.0 * torch.sqrt(maps.sum() * 0.0)

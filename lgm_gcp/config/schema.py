@@ -286,12 +286,12 @@ class TrainerConfig:
     auto_resume: bool = True  # resume from <run dir>/checkpoints/last.pt when it exists
     resume: Optional[str] = None  # resume from this checkpoint file instead
     progress: bool = True  # tqdm progress bars
-    amp: Any = False  # false | bf16 | fp16
+    amp: Any = False  # false | bf16 | fp16 (GradScaler for fp16); heads and L-GM distances stay fp32
     channels_last: bool = False
-    compile: bool = False
-    grad_clip: Optional[float] = None
-    ema_decay: Optional[float] = None
-    skip_nonfinite: bool = False
+    compile: Any = False  # false | true (inductor) | a torch.compile backend name
+    grad_clip: Optional[float] = None  # max global gradient norm
+    ema_decay: Optional[float] = None  # keep and evaluate an EMA of the weights (e.g. 0.9998)
+    skip_nonfinite: bool = False  # skip steps with a non-finite loss/gradient instead of stopping
     allow_extra: bool = False  # accept keys added with + on schema-backed groups
     force_resume: bool = False  # resume although the config differs from the checkpoint's
 

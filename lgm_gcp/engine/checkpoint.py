@@ -22,7 +22,7 @@ RESUMABLE_CHANGES = (
     "trainer.max_epochs", "trainer.max_steps", "trainer.resume", "trainer.auto_resume", "trainer.progress",
     "trainer.num_workers", "trainer.log_every", "trainer.eval_every", "trainer.checkpoint_every",
     "trainer.force_resume", "trainer.eval_batch_size", "trainer.devices", "trainer.accelerator", "dataset.root",
-    "dataset.download", "lr_policy.epochs",
+    "dataset.download", "lr_policy.epochs", "trainer.compile", "trainer.channels_last", "trainer.skip_nonfinite",
 )
 
 
@@ -63,10 +63,13 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     np.random.set_state(npst)
 
 
-def save(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: a reader never sees half a file."""
+def save(path: Path, payload: Mapping[str, Any], keep_previous: bool = False) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: a reader never sees half a file.
+    ``keep_previous`` first links the current file to ``<name>-prev.pt``, the fallback of ``load_latest``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if keep_previous and path.is_file():
+        link_or_copy(path, previous_of(path))
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         torch.save(dict(payload), f)
@@ -101,6 +104,24 @@ def load(path: Path | str) -> dict:
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)}: not an lgm-gcp training checkpoint")
     return payload
+
+
+def previous_of(path: Path) -> Path:
+    return path.with_name(f"{path.stem}-prev{path.suffix}")
+
+
+def load_latest(path: Path, log=None) -> tuple:
+    """Load ``path``; if it is corrupt or truncated, fall back to the previous good checkpoint.
+    Returns (payload, the path actually loaded)."""
+    try:
+        return load(path), path
+    except CheckpointError as error:
+        previous = previous_of(path)
+        if not previous.is_file():
+            raise
+        if log is not None:
+            log.warning("%s; resuming from the previous checkpoint %s", error, previous)
+        return load(previous), previous
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict:

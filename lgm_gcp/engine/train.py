@@ -6,23 +6,60 @@ torchrun rank); ``cfg`` is the resolved config as plain dicts. Only rank 0 write
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
-from lgm_gcp.config.instantiate import instantiate
 
+from lgm_gcp.config.instantiate import instantiate
 from lgm_gcp.engine import checkpoint, distributed
+from lgm_gcp.engine.ema import ModelEma
 from lgm_gcp.engine.logging import RunLogger, progress
+from lgm_gcp.engine.signals import Preemption
 from lgm_gcp.models.build import build_model
 from lgm_gcp.optim import set_lr
 
 log = logging.getLogger("lgm_gcp")
+AMP_DTYPES = {False: None, "false": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Session:
+    """Everything one worker's run holds; ``state`` is what a checkpoint restores."""
+
+    cfg: Mapping[str, Any]
+    env: distributed.DistEnv
+    data: Any
+    model: torch.nn.Module  # possibly compiled and DDP-wrapped
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    scaler: torch.amp.GradScaler | None
+    ema: ModelEma | None
+    logger: RunLogger
+    state: dict  # epoch, step, step_in_epoch, best
+    preemption: Preemption
+
+    @property
+    def trainer(self) -> Mapping[str, Any]:
+        return self.cfg["trainer"]
+
+    def autocast(self):
+        dtype = AMP_DTYPES[self.trainer["amp"]]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.env.device.type, dtype=dtype)
+
+    def to_device(self, images: torch.Tensor) -> torch.Tensor:
+        if self.trainer["channels_last"] and images.dim() == 4:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -36,89 +73,137 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list:
     k = min(max(ks), logits.shape[1])
-    top = logits.topk(k, dim=1).indices
-    hit = top.eq(targets[:, None])
+    hit = logits.topk(k, dim=1).indices.eq(targets[:, None])
     return [hit[:, : min(kk, k)].any(dim=1).sum() for kk in ks]
 
 
-def train_one_epoch(model, optimizer, data, schedule, state: dict, cfg: Mapping, env, logger: RunLogger) -> dict:
-    """One pass over the training set; returns the epoch's mean loss, top-1/top-5 (%) and throughput."""
-    tcfg = cfg["trainer"]
-    model.train()
-    spe = data.steps_per_epoch(tcfg["batch_size"])
-    skip = state["step_in_epoch"]
-    totals = torch.zeros(4, dtype=torch.float64, device=env.device)  # loss*n, top1, top5, n
-    start, logs = time.time(), {}
-    batches = data.train_batches(tcfg["batch_size"], seed=cfg["seed"], epoch=state["epoch"], rank=env.rank,
-                                 world_size=env.world_size, device=env.device, skip=skip)
-    for images, targets in progress(batches, spe - skip, f"epoch {state['epoch']}", tcfg["progress"] and env.is_main):
-        step = state["step"]
-        lr = schedule(step, spe)
-        set_lr(optimizer, lr)
-        loss, logits, logs = model(images, targets, step)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {step} (epoch {state['epoch']}); "
-                                     "the last good checkpoint is kept")
-        optimizer.zero_grad(set_to_none=True)
+def first_nonfinite_gradient(model: torch.nn.Module) -> str | None:
+    for name, p in checkpoint.unwrap(model).named_parameters():
+        if p.grad is not None and not torch.isfinite(p.grad).all():
+            return name
+    return None
+
+
+def backward_and_step(s: Session, loss: torch.Tensor) -> bool:
+    """Backward, optional clipping, the non-finite guard (loss and gradients, one host sync), the
+    optimizer step and the EMA update. Returns False when a non-finite step was skipped
+    (``trainer.skip_nonfinite``); otherwise a non-finite loss or gradient stops the run with a
+    message naming the step and the loss or the first non-finite parameter."""
+    s.optimizer.zero_grad(set_to_none=True)
+    clip = s.trainer["grad_clip"]
+    if s.scaler is not None:  # fp16: the scaler itself skips steps whose gradients overflowed
+        s.scaler.scale(loss).backward()
+        if clip:
+            s.scaler.unscale_(s.optimizer)
+            torch.nn.utils.clip_grad_norm_(s.model.parameters(), clip)
+        finite = bool(torch.isfinite(loss.detach()))
+    else:
         loss.backward()
-        optimizer.step()
+        params = [p for p in s.model.parameters() if p.grad is not None]
+        norm = (torch.nn.utils.clip_grad_norm_(params, clip) if clip
+                else torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params]))))
+        finite = bool(torch.isfinite(loss.detach() + norm))
+    if not finite:
+        where = (f"loss {loss.item()}" if not torch.isfinite(loss.detach())
+                 else f"gradient in parameter '{first_nonfinite_gradient(s.model)}'")
+        if s.trainer["skip_nonfinite"]:
+            log.warning("step %d: non-finite %s; step skipped", s.state["step"], where)
+            s.optimizer.zero_grad(set_to_none=True)
+            return False
+        raise FloatingPointError(f"non-finite {where} at step {s.state['step']} (epoch {s.state['epoch']}); "
+                                 "the last good checkpoint is kept (trainer.skip_nonfinite=true skips such steps)")
+    if s.scaler is not None:
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+    else:
+        s.optimizer.step()
+    if s.ema is not None:
+        s.ema.update(checkpoint.unwrap(s.model))
+    return True
+
+
+def train_one_epoch(s: Session) -> dict:
+    """One pass over the training set (from ``step_in_epoch`` on); returns the epoch's mean loss,
+    top-1/top-5 (%), throughput and the criterion's last logs (e.g. the L-GM margin)."""
+    tcfg, state = s.trainer, s.state
+    s.model.train()
+    spe = s.data.steps_per_epoch(tcfg["batch_size"])
+    skip = state["step_in_epoch"]
+    totals = torch.zeros(5, dtype=torch.float64, device=s.env.device)  # loss*n, top1, top5, n, skipped
+    start, logs, lr = time.time(), {}, s.schedule(state["step"], spe)
+    batches = s.data.train_batches(tcfg["batch_size"], seed=s.cfg["seed"], epoch=state["epoch"], rank=s.env.rank,
+                                   world_size=s.env.world_size, device=s.env.device, skip=skip)
+    for images, targets in progress(batches, spe - skip, f"epoch {state['epoch']}", tcfg["progress"] and s.env.is_main):
+        step = state["step"]
+        lr = s.schedule(step, spe)
+        set_lr(s.optimizer, lr)
+        with s.autocast():
+            loss, logits, logs = s.model(s.to_device(images), targets, step)
+        stepped = backward_and_step(s, loss)
         state["step"] += 1
         state["step_in_epoch"] += 1
         with torch.no_grad():
             top1, top5 = topk_correct(logits.detach(), targets)
             n = targets.numel()
-            totals += torch.stack([loss.detach().double() * n, top1.double(), top5.double(), totals.new_tensor(n)])
-        if env.is_main and step % tcfg["log_every"] == 0:
-            logger.scalars("train", {"loss": loss.item(), "lr": lr, **{k: float(v) for k, v in logs.items()}}, step)
+            loss_sum = loss.detach().double() * n if stepped else totals.new_tensor(0.0)
+            totals += torch.stack([loss_sum, top1.double(), top5.double(), totals.new_tensor(n),
+                                   totals.new_tensor(float(not stepped))])
+        if s.env.is_main and step % tcfg["log_every"] == 0:
+            s.logger.scalars("train", {"loss": loss.item(), "lr": lr, **{k: float(v) for k, v in logs.items()}}, step)
         if tcfg["checkpoint_every"] and state["step"] % tcfg["checkpoint_every"] == 0:
-            save_checkpoint(model, optimizer, state, cfg, env, logger, "last")
-        if tcfg["max_steps"] is not None and state["step"] >= tcfg["max_steps"]:
+            save_checkpoint(s)
+        if s.preemption.requested(s.env.device, s.env.distributed) or (
+                tcfg["max_steps"] is not None and state["step"] >= tcfg["max_steps"]):
             break
     distributed.all_reduce_sum(totals)
     seconds = time.time() - start
     n = max(totals[3].item(), 1.0)
-    return {"train_loss": totals[0].item() / n, "train_top1": 100 * totals[1].item() / n,
-            "train_top5": 100 * totals[2].item() / n, "lr": lr if spe > skip else schedule(state["step"], spe),
-            "train_images": int(totals[3].item()), "train_time_s": seconds,
-            "images_per_s": totals[3].item() / seconds if seconds else 0.0,
-            **{k: float(v) for k, v in logs.items()}}
+    return {"train_loss": totals[0].item() / max(n - totals[4].item(), 1.0), "train_top1": 100 * totals[1].item() / n,
+            "train_top5": 100 * totals[2].item() / n, "lr": lr, "train_images": int(totals[3].item()),
+            "skipped_steps": int(totals[4].item()), "train_time_s": seconds,
+            "images_per_s": totals[3].item() / seconds if seconds else 0.0, **{k: float(v) for k, v in logs.items()}}
 
 
 @torch.inference_mode()
-def evaluate(model, data, cfg: Mapping, env) -> dict:
-    """Test loss (plain CE of the margin-free prediction logits, comparable across losses), top-1 and
-    top-5 (%). Every test image counts exactly once across ranks."""
-    tcfg = cfg["trainer"]
+def evaluate(s: Session, model: torch.nn.Module, prefix: str = "test") -> dict:
+    """Loss (plain CE of the margin-free prediction logits, comparable across losses), top-1 and
+    top-5 (%). Ten-crop batches (B, crops, C, H, W) average the softmax. Every test image counts
+    exactly once across ranks."""
+    tcfg = s.trainer
     model.eval()
-    bs = tcfg["eval_batch_size"] or max(tcfg["batch_size"] // env.world_size, 1)
-    totals = torch.zeros(4, dtype=torch.float64, device=env.device)
-    batches = data.test_batches(bs, rank=env.rank, world_size=env.world_size, device=env.device)
-    for images, targets in progress(batches, data.num_test_batches(bs, env.world_size), "eval",
-                                    tcfg["progress"] and env.is_main):
-        if images.dim() == 5:  # (B, crops, C, H, W): average the softmax over the crops
-            b, n = images.shape[:2]
-            probs = model(images.flatten(0, 1)).float().softmax(1).view(b, n, -1).mean(1)
-            logits = probs.clamp_min(1e-12).log()
-        else:
-            logits = model(images)
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+    bs = tcfg["eval_batch_size"] or max(tcfg["batch_size"] // s.env.world_size, 1)
+    totals = torch.zeros(4, dtype=torch.float64, device=s.env.device)
+    batches = s.data.test_batches(bs, rank=s.env.rank, world_size=s.env.world_size, device=s.env.device)
+    for images, targets in progress(batches, s.data.num_test_batches(bs, s.env.world_size), prefix,
+                                    tcfg["progress"] and s.env.is_main):
+        with s.autocast():
+            if images.dim() == 5:
+                b, n = images.shape[:2]
+                probs = model(s.to_device(images.flatten(0, 1))).float().softmax(1).view(b, n, -1).mean(1)
+                logits = probs.clamp_min(1e-12).log()
+            else:
+                logits = model(s.to_device(images)).float()
+        loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
         top1, top5 = topk_correct(logits, targets)
         totals += torch.stack([loss.double(), top1.double(), top5.double(), totals.new_tensor(targets.numel())])
     distributed.all_reduce_sum(totals)
     n = max(totals[3].item(), 1.0)
-    return {"test_loss": totals[0].item() / n, "test_top1": 100 * totals[1].item() / n,
-            "test_top5": 100 * totals[2].item() / n, "test_images": int(totals[3].item())}
+    return {f"{prefix}_loss": totals[0].item() / n, f"{prefix}_top1": 100 * totals[1].item() / n,
+            f"{prefix}_top5": 100 * totals[2].item() / n, f"{prefix}_images": int(totals[3].item())}
 
 
-def save_checkpoint(model, optimizer, state, cfg, env, logger: RunLogger, name: str) -> None:
-    if env.is_main:
+def save_checkpoint(s: Session) -> None:
+    """``checkpoints/last.pt`` (the previous one kept as ``last-prev.pt``), rank 0, then a barrier."""
+    if s.env.is_main:
         payload = {
-            "model": checkpoint.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-            "epoch": state["epoch"], "step": state["step"], "step_in_epoch": state["step_in_epoch"],
-            "best": state["best"], "history": logger.history, "wall_time_s": time.time() - logger.start,
-            "config": dict(cfg), "world_size": env.world_size, "rng": checkpoint.rng_state(),
+            "model": checkpoint.unwrap(s.model).state_dict(), "optimizer": s.optimizer.state_dict(),
+            **{k: s.state[k] for k in ("epoch", "step", "step_in_epoch", "best")},
+            "history": s.logger.history, "wall_time_s": time.time() - s.logger.start, "config": dict(s.cfg),
+            "world_size": s.env.world_size, "rng": checkpoint.rng_state(),
+            "scaler": s.scaler.state_dict() if s.scaler is not None else None,
+            "ema": s.ema.state_dict() if s.ema is not None else None,
         }
-        checkpoint.save(logger.run_dir / "checkpoints" / f"{name}.pt", payload)
+        checkpoint.save(s.logger.run_dir / "checkpoints" / "last.pt", payload, keep_previous=True)
     distributed.barrier()
 
 
@@ -128,13 +213,6 @@ def replica_checksums(model, env) -> list:
     gathered = [torch.zeros_like(local) for _ in range(env.world_size)]
     torch.distributed.all_gather(gathered, local)
     return [g.item() for g in gathered]
-
-
-def resume_path(run_dir: Path, tcfg: Mapping[str, Any]) -> Path | None:
-    if tcfg["resume"]:
-        return Path(tcfg["resume"])
-    last = run_dir / "checkpoints" / "last.pt"
-    return last if tcfg["auto_resume"] and last.is_file() else None
 
 
 def write_run_files(run_dir: Path, cfg: Mapping[str, Any], overrides, choices) -> None:
@@ -150,81 +228,118 @@ def write_run_files(run_dir: Path, cfg: Mapping[str, Any], overrides, choices) -
         (run_dir / "choices.yaml").write_text(yaml.safe_dump(dict(choices), sort_keys=False))
 
 
+def resume(run_dir: Path, cfg: Mapping[str, Any], env, model, optimizer, scaler, ema) -> tuple:
+    """Restore from ``trainer.resume`` or ``<run dir>/checkpoints/last.pt`` (falling back to
+    ``last-prev.pt`` if that one is corrupt). Returns (state, history, wall time) or None."""
+    tcfg = cfg["trainer"]
+    last = run_dir / "checkpoints" / "last.pt"
+    if tcfg["resume"]:
+        path = Path(tcfg["resume"])
+        payload = checkpoint.load(path)
+    elif tcfg["auto_resume"] and (last.is_file() or checkpoint.previous_of(last).is_file()):
+        payload, path = checkpoint.load_latest(last, log if env.is_main else None)
+    else:
+        return None
+    if not tcfg["force_resume"]:
+        checkpoint.check_compatible(payload, cfg, env.world_size, path)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    if scaler is not None and payload.get("scaler"):
+        scaler.load_state_dict(payload["scaler"])
+    if ema is not None and payload.get("ema"):
+        ema.load_state_dict(payload["ema"])
+    checkpoint.set_rng_state(payload["rng"])
+    if env.is_main:
+        log.info("resumed from %s at epoch %d, step %d", path, payload["epoch"], payload["step"])
+    state = {k: payload[k] for k in ("epoch", "step", "step_in_epoch", "best")}
+    history = [r for r in payload.get("history", []) if not r.get("partial")]
+    return state, history, payload.get("wall_time_s", 0.0)
+
+
 def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=None) -> dict:
     """Train and evaluate one configuration; returns the metrics.json summary."""
     run_dir = Path(run_dir)
     tcfg = cfg["trainer"]
+    if tcfg["amp"] not in AMP_DTYPES:
+        raise ValueError(f"trainer.amp={tcfg['amp']!r} is not valid; choose false, bf16 or fp16")
     env = distributed.setup(tcfg["accelerator"])
     try:
         seed_everything(cfg["seed"] + env.rank, tcfg["deterministic"])
 
         data = instantiate(cfg["dataset"], ten_crop=cfg["eval"]["ten_crop"], num_workers=tcfg["num_workers"])
         model = build_model(cfg, data.num_classes, data.in_channels).to(env.device)
+        if tcfg["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
         schedule = instantiate(cfg["lr_policy"])
         optimizer = instantiate(cfg["optimizer"])(model, lr=schedule.base_lr)
+        scaler = torch.amp.GradScaler(env.device.type) if tcfg["amp"] == "fp16" else None
+        ema = ModelEma(model, tcfg["ema_decay"]) if tcfg["ema_decay"] else None
         state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "best": None}
         history, extra = [], {"num_parameters": sum(p.numel() for p in model.parameters()),
                               "world_size": env.world_size}
 
-        path = resume_path(run_dir, tcfg)
-        if path is not None:
-            payload = checkpoint.load(path)
-            if not tcfg["force_resume"]:
-                checkpoint.check_compatible(payload, cfg, env.world_size, path)
-            model.load_state_dict(payload["model"])
-            optimizer.load_state_dict(payload["optimizer"])
-            state = {k: payload[k] for k in ("epoch", "step", "step_in_epoch", "best")}
-            history = [r for r in payload.get("history", []) if not r.get("partial")]
-            extra["wall_time_s"] = payload.get("wall_time_s", 0.0)
-            checkpoint.set_rng_state(payload["rng"])
-            if env.is_main:
-                log.info("resumed from %s at epoch %d, step %d", path, state["epoch"], state["step"])
-
+        resumed = resume(run_dir, cfg, env, model, optimizer, scaler, ema)
+        if resumed is not None:
+            state, history, extra["wall_time_s"] = resumed
         if env.is_main:  # only now: a run that fails to start never overwrites an earlier run's files
             write_run_files(run_dir, cfg, overrides, choices)
 
+        if env.distributed and tcfg["sync_bn"]:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if tcfg["compile"]:
+            model = torch.compile(model, **({"backend": tcfg["compile"]} if isinstance(tcfg["compile"], str) else {}))
         if env.distributed:
-            if tcfg["sync_bn"]:
-                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
             ids = [env.device.index] if env.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
         logger = RunLogger(run_dir, env.is_main, history, extra)
         status = "failed"
-        try:
-            status = fit(model, optimizer, data, schedule, state, cfg, env, logger)
-            if env.distributed:
-                logger.extra["replica_checksums"] = replica_checksums(model, env)
-        finally:
-            logger.close(status)
+        with Preemption() as preemption:
+            s = Session(cfg, env, data, model, optimizer, schedule, scaler, ema, logger, state, preemption)
+            try:
+                status = fit(s)
+                if env.distributed:
+                    logger.extra["replica_checksums"] = replica_checksums(model, env)
+            finally:
+                logger.close(status)
         return logger.summary(status)
     finally:
         distributed.teardown(clean=sys.exc_info()[0] is None)
 
 
-def fit(model, optimizer, data, schedule, state, cfg, env, logger: RunLogger) -> str:
-    tcfg = cfg["trainer"]
+def fit(s: Session) -> str:
+    """Epochs until ``max_epochs`` (or ``max_steps``, or a preemption signal); returns the status."""
+    tcfg, state = s.trainer, s.state
     while state["epoch"] < tcfg["max_epochs"]:
         epoch = state["epoch"]
-        record = {"epoch": epoch, **train_one_epoch(model, optimizer, data, schedule, state, cfg, env, logger)}
+        record = {"epoch": epoch, **train_one_epoch(s)}
+        preempted = s.preemption.flag or s.preemption.requested(s.env.device, s.env.distributed)
         stopped = tcfg["max_steps"] is not None and state["step"] >= tcfg["max_steps"]
-        last_epoch = epoch + 1 == tcfg["max_epochs"] or stopped
-        if (epoch + 1) % tcfg["eval_every"] == 0 or last_epoch:
-            record.update(evaluate(model, data, cfg, env))
-        if stopped and state["step_in_epoch"] < data.steps_per_epoch(tcfg["batch_size"]):
-            record["partial"] = True  # stopped inside the epoch: a rerun continues from this step
-        else:
+        finished_epoch = state["step_in_epoch"] >= s.data.steps_per_epoch(tcfg["batch_size"])
+        if preempted and not finished_epoch:
+            save_checkpoint(s)
+            log.warning("preempted at step %d: checkpoint written; rerun the same command to resume", state["step"])
+            return "preempted"
+        if (epoch + 1) % tcfg["eval_every"] == 0 or epoch + 1 == tcfg["max_epochs"] or stopped:
+            record.update(evaluate(s, s.model))
+            if s.ema is not None:
+                record.update(evaluate(s, s.ema.module, prefix="ema_test"))
+        if finished_epoch:
             state["epoch"], state["step_in_epoch"] = epoch + 1, 0
+        else:
+            record["partial"] = True  # stopped inside the epoch: a rerun continues from this step
         is_best = "test_top1" in record and (state["best"] is None or record["test_top1"] > state["best"])
         if is_best:
             state["best"] = record["test_top1"]
-        if env.is_main:
-            logger.epoch(record, state["step"])
-            log.info("epoch %d  " + "  ".join(f"{k} {v:.4g}" for k, v in record.items()
-                                                if isinstance(v, float)), epoch)
-        save_checkpoint(model, optimizer, state, cfg, env, logger, "last")
-        if is_best and env.is_main:
-            checkpoint.link_or_copy(logger.run_dir / "checkpoints" / "last.pt", logger.run_dir / "checkpoints" / "best.pt")
+        if s.env.is_main:
+            s.logger.epoch(record, state["step"])
+            log.info("epoch %d  " + "  ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float)), epoch)
+        save_checkpoint(s)
+        if is_best and s.env.is_main:
+            ckpts = s.logger.run_dir / "checkpoints"
+            checkpoint.link_or_copy(ckpts / "last.pt", ckpts / "best.pt")
+        if preempted:
+            return "preempted"
         if stopped:
             return "stopped"
     return "finished"

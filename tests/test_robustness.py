@@ -1,0 +1,159 @@
+"""Training robustness and speed options: AMP, channels_last, compile, EMA, clipping, non-finite
+guards, crash-safe resume (SIGKILL at a random step), preemption (SIGTERM), checkpoint fallback."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import TINY, resolved
+from lgm_gcp.engine.train import run
+
+BASE = [*TINY, "trainer.deterministic=true"]
+
+
+def weights(run_dir, key="model"):
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)[key]
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_trains_finite_and_saves_the_scaler_for_fp16(tmp_path, amp):
+    summary = run(resolved(*BASE, "trainer.max_epochs=1", f"trainer.amp={amp}", "head=gcp", "head.dim=8"), tmp_path)
+    assert summary["status"] == "finished" and summary["final"]["test_loss"] < 10
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert (ckpt["scaler"] is not None) == (amp == "fp16")
+
+
+def test_bad_amp_value_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="trainer.amp='fp8' is not valid; choose false, bf16 or fp16"):
+        run(resolved(*BASE, "trainer.amp=fp8"), tmp_path)
+
+
+def test_channels_last_matches_contiguous_training(tmp_path):
+    short = ["trainer.max_epochs=1", "trainer.max_steps=2"]  # kernels sum in another order: compare early
+    run(resolved(*BASE, *short), tmp_path / "a")
+    run(resolved(*BASE, *short, "trainer.channels_last=true"), tmp_path / "b")
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_compiled_model_saves_clean_keys_and_trains_the_same(tmp_path):
+    short = ["trainer.max_epochs=1", "trainer.max_steps=2"]
+    run(resolved(*BASE, *short), tmp_path / "plain")
+    run(resolved(*BASE, *short, "trainer.compile=eager"), tmp_path / "compiled")
+    a, b = weights(tmp_path / "plain"), weights(tmp_path / "compiled")
+    assert a.keys() == b.keys() and not any("_orig_mod" in k for k in b)
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_ema_is_evaluated_separately_and_resumed_exactly(tmp_path):
+    ema = ["trainer.ema_decay=0.9", "trainer.max_epochs=2"]
+    summary = run(resolved(*BASE, *ema), tmp_path / "straight")
+    assert "ema_test_top1" in summary["final"] and summary["final"]["ema_test_images"] == 450
+    run(resolved(*BASE, *ema, "trainer.max_steps=21"), tmp_path / "cut")
+    run(resolved(*BASE, *ema), tmp_path / "cut")
+    a, b = weights(tmp_path / "straight", "ema"), weights(tmp_path / "cut", "ema")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], weights(tmp_path / "straight")[k]) for k in a)
+
+
+def test_gradient_clipping_bounds_the_update(tmp_path):
+    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.models.build import build_model
+
+    cfg = resolved(*BASE, "trainer.max_epochs=1", "trainer.max_steps=1", "trainer.grad_clip=1e-9",
+                   "optimizer.weight_decay=0")
+    run(cfg, tmp_path)
+    torch.manual_seed(cfg["seed"])
+    data = instantiate(cfg["dataset"])
+    init = build_model(cfg, data.num_classes, data.in_channels).state_dict()
+    after = weights(tmp_path)
+    moved = max((after[k].float() - init[k].float()).abs().max().item() for k in init if "running" not in k
+                and "num_batches" not in k)
+    assert moved < 1e-6
+
+
+def test_nonfinite_gradient_names_the_parameter_or_is_skipped(tmp_path):
+    cfg = [*BASE, "trainer.max_epochs=1", "backbone._target_=helpers.NanGradient"]
+    with pytest.raises(FloatingPointError, match=r"non-finite gradient in parameter 'backbone.0.weight' at step 0"):
+        run(resolved(*cfg), tmp_path / "stop")
+    summary = run(resolved(*cfg, "trainer.skip_nonfinite=true"), tmp_path / "skip")
+    assert summary["status"] == "finished" and summary["epochs"][0]["skipped_steps"] == 21
+
+
+def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    run(resolved(*BASE, "trainer.max_epochs=3", "trainer.max_steps=42"), tmp_path)  # writes last + last-prev
+    last = tmp_path / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:2000])
+    summary = run(resolved(*BASE, "trainer.max_epochs=3"), tmp_path)
+    assert summary["status"] == "finished" and [r["epoch"] for r in summary["epochs"]] == [0, 1, 2]
+    assert "corrupt or truncated" in caplog.text and "last-prev.pt" in caplog.text
+
+
+# ------------------------------------------------------------------------------- real processes
+
+CLI = [sys.executable, "-m", "lgm_gcp.engine.entrypoint", "backbone.widths=[8,16]", "trainer.batch_size=32",
+       "trainer.progress=false", "trainer.deterministic=true", "trainer.max_epochs=6", "trainer.checkpoint_every=4"]
+
+
+def start(run_dir, cwd):
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.Popen([*CLI, f"hydra.run.dir={run_dir}"], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_step(run_dir, step, proc, timeout=120):
+    path = run_dir / "checkpoints" / "last.pt"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.is_file():
+            try:
+                if torch.load(path, weights_only=True)["step"] >= step:
+                    return
+            except Exception:
+                pass
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint at step {step} (process returned {proc.poll()})")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("straight")
+    proc = start(root / "run", root)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+    return weights(root / "run")
+
+
+def test_sigkill_at_a_random_step_then_rerun_is_bitwise_equal(tmp_path, uninterrupted):
+    target = random.Random().randrange(4, 200)  # 6 epochs x 42 steps
+    proc = start(tmp_path / "run", tmp_path)
+    wait_for_step(tmp_path / "run", target, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert killed_at >= target
+    rerun = start(tmp_path / "run", tmp_path)
+    assert rerun.wait(timeout=300) == 0, rerun.stderr.read()[-2000:]
+    resumed = weights(tmp_path / "run")
+    assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted), f"killed after step {killed_at}"
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*tmp*"))  # no half-written files left
+
+
+def test_sigterm_checkpoints_and_exits_cleanly_then_resumes(tmp_path, uninterrupted):
+    proc = start(tmp_path / "run", tmp_path)
+    wait_for_step(tmp_path / "run", 50, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "preempted"
+    rerun = start(tmp_path / "run", tmp_path)
+    assert rerun.wait(timeout=300) == 0, rerun.stderr.read()[-2000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "finished"
+    resumed = weights(tmp_path / "run")
+    assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
