@@ -79,3 +79,25 @@ def test_torchrun_refuses_multirun(tmp_path):
     result = torchrun(tmp_path, "-m", "seed=0,1")
     assert result.returncode != 0
     assert "-m/--multirun cannot run under torchrun" in result.stderr
+
+
+def test_sigterm_to_the_launcher_preempts_every_rank_at_the_same_step(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    cmd = [sys.executable, "-m", "lgm_gcp.engine.entrypoint", *DDP, "trainer.devices=2", "trainer.max_epochs=20",
+           "hydra.run.dir=run"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not last.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "preempted"
+    assert torch.load(last, weights_only=True)["step"] < 20 * 21

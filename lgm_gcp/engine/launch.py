@@ -9,9 +9,11 @@ terminates the others and the launcher exits non-zero.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -63,6 +65,22 @@ def _worker(local_rank: int, world_size: int, port: int, cfg: Mapping, run_dir: 
     os._exit(0)
 
 
+@contextlib.contextmanager
+def forward_signals(processes):
+    """Pass SIGTERM / SIGUSR1 (preemption) on to the spawned workers, which checkpoint and stop."""
+    def forward(signum, frame):
+        for p in processes:
+            if p.is_alive():
+                os.kill(p.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -77,8 +95,11 @@ def launch(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=
     if "WORLD_SIZE" in os.environ or n == 1:  # a single process, or one rank under torchrun
         summary = run(cfg, run_dir, overrides, choices)
     else:
-        mp.start_processes(_worker, args=(n, free_port(), dict(cfg), str(run_dir), overrides, choices), nprocs=n, join=True,
-                           start_method="spawn")
+        context = mp.start_processes(_worker, args=(n, free_port(), dict(cfg), str(run_dir), overrides, choices),
+                                     nprocs=n, join=False, start_method="spawn")
+        with forward_signals(context.processes):
+            while not context.join():
+                pass
         summary = json.loads((run_dir / "metrics.json").read_text())
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

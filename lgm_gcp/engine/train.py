@@ -313,7 +313,7 @@ def fit(s: Session) -> str:
     while state["epoch"] < tcfg["max_epochs"]:
         epoch = state["epoch"]
         record = {"epoch": epoch, **train_one_epoch(s)}
-        preempted = s.preemption.flag or s.preemption.requested(s.env.device, s.env.distributed)
+        preempted = s.preemption.requested(s.env.device, s.env.distributed)  # collective: every rank asks
         stopped = tcfg["max_steps"] is not None and state["step"] >= tcfg["max_steps"]
         finished_epoch = state["step_in_epoch"] >= s.data.steps_per_epoch(tcfg["batch_size"])
         if preempted and not finished_epoch:
