@@ -108,6 +108,7 @@ class HeadConfig:
     dropout: Any = "auto"  # float, or auto = the backbone recipe's classifier dropout
     mlp: Any = "auto"  # list of hidden widths after pooling (VGG recipes), or auto
     mlp_norm: Any = "auto"  # BatchNorm1d in the MLP (the large-margin VGG-16 mod), or auto
+    bottleneck: Optional[int] = None  # a last Linear to this many features, no activation (2-D plots)
 
 
 @dataclass

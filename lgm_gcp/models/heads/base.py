@@ -14,12 +14,14 @@ class PoolingHead(nn.Module):
     ``mlp``: hidden widths of Linear-ReLU-Dropout blocks after pooling (the VGG recipes);
     ``mlp_norm``: insert BatchNorm1d before each ReLU (the large-margin "VGG-16 mod").
     ``dropout`` is applied to the final vector, right before the classifier.
+    ``bottleneck``: a last Linear to this many features with no activation (the L-GM paper's 2-D
+    features for its feature plots).
     """
 
     preferred_last_stride: int = 2  # what `backbone.last_stride: auto` resolves to for this head
 
     def _finish(self, pooled_features: int, dropout: float = 0.0, mlp: Sequence[int] = (),
-                mlp_norm: bool = False) -> None:
+                mlp_norm: bool = False, bottleneck: int | None = None) -> None:
         layers, d = [], pooled_features
         for width in mlp or ():
             layers.append(nn.Linear(d, width))
@@ -31,10 +33,13 @@ class PoolingHead(nn.Module):
             d = width
         if dropout and not mlp:
             layers.append(nn.Dropout(dropout))
+        if bottleneck:
+            layers.append(nn.Linear(d, bottleneck))
+            d = bottleneck
         self.post = nn.Sequential(*layers)
         self.out_features = d
         for m in self.post.modules():
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear) and m.out_features != bottleneck:
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
 

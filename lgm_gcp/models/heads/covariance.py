@@ -205,9 +205,9 @@ class IsqrtCovHead(PoolingHead):
 
     def __init__(self, in_channels: int, dim: int = 256, iterations: int = 5, activation: str = "relu",
                  sqrt: str = "newton_schulz", algorithm: str = "auto", vec_order: str = "row", dropout: float = 0.0,
-                 mlp=(), mlp_norm: bool = False):
+                 mlp=(), mlp_norm: bool = False, bottleneck: int | None = None):
         super().__init__()
         self.reduce = reduction_block(in_channels, dim, activation) if dim else nn.Identity()
         d = dim or in_channels
         self.pool = nn.Sequential(self.reduce, CovarianceSqrt(iterations, sqrt, vec_order, algorithm=algorithm))
-        self._finish(d * (d + 1) // 2, dropout, mlp, mlp_norm)
+        self._finish(d * (d + 1) // 2, dropout, mlp, mlp_norm, bottleneck)

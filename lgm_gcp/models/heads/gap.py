@@ -18,7 +18,8 @@ class GlobalAvgPool(nn.Module):
 class GAPHead(PoolingHead):
     preferred_last_stride = 2
 
-    def __init__(self, in_channels: int, dropout: float = 0.0, mlp: Sequence[int] = (), mlp_norm: bool = False):
+    def __init__(self, in_channels: int, dropout: float = 0.0, mlp: Sequence[int] = (), mlp_norm: bool = False,
+                 bottleneck: int | None = None):
         super().__init__()
         self.pool = GlobalAvgPool()
-        self._finish(in_channels, dropout, mlp, mlp_norm)
+        self._finish(in_channels, dropout, mlp, mlp_norm, bottleneck)

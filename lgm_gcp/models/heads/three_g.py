@@ -62,7 +62,7 @@ class ThreeGHead(PoolingHead):
 
     def __init__(self, in_channels: int, dim: int = 256, blocks: int = 3, iterations: int = 5, activation: str = "relu",
                  sqrt: str = "newton_schulz", algorithm: str = "auto", vec_order: str = "col", jitter: float = 1e-7,
-                 dropout: float = 0.0, mlp=(), mlp_norm: bool = False):
+                 dropout: float = 0.0, mlp=(), mlp_norm: bool = False, bottleneck: int | None = None):
         super().__init__()
         if blocks < 0:
             raise ValueError(f"head.blocks={blocks} must be >= 0")
@@ -70,7 +70,7 @@ class ThreeGHead(PoolingHead):
         self.blocks = nn.ModuleList(ReweightBlock(dim) for _ in range(blocks))
         self.cov = CovarianceSqrt(iterations, sqrt, vec_order, jitter, algorithm)
         self.pool = self._pool
-        self._finish(dim * (dim + 1) // 2, dropout, mlp, mlp_norm)
+        self._finish(dim * (dim + 1) // 2, dropout, mlp, mlp_norm, bottleneck)
 
     def _pool(self, maps: torch.Tensor) -> torch.Tensor:
         x0 = self.reduce(maps)
