@@ -247,3 +247,12 @@ def test_every_loss_composes_with_every_head(loss, head):
     total.backward()
     assert logits.shape == (4, 10) and torch.isfinite(total)
     assert all(p.grad is not None for p in model.criterion.parameters() if p.requires_grad)
+
+
+def test_fused_squared_distances_gradcheck_and_agree_with_broadcast():
+    from lgm_gcp.losses.lgm import SquaredDistances
+
+    x = torch.randn(5, 4, dtype=D64, requires_grad=True)
+    mu = torch.randn(3, 4, dtype=D64, requires_grad=True)
+    assert torch.autograd.gradcheck(SquaredDistances.apply, (x, mu))
+    torch.testing.assert_close(SquaredDistances.apply(x, mu), (x[:, None] - mu[None]).square().sum(-1))

@@ -10,7 +10,8 @@ features x (B, D), class means μ (C, D), variances σ (C,) isotropic or (C, D) 
            full:  ‖x_i − μ_y‖²   (the authors' later PyTorch code)
            paper: d_y(x_i) + ½ log|Σ_y|  (the paper's Σ-scaled form)
 Distances use ‖x‖² − 2 x μᵀ + ‖μ‖² (clamped at 0), never a (B, C, D) tensor, in float32 even
-under autocast. σ = exp(log σ) is positive by construction; ``update_sigma=false`` freezes it at
+under autocast; ``SquaredDistances`` fuses their backward into the two matmuls a Linear layer needs
+plus one in-place pass over μ, and the likelihood term is a gather from the same distances. σ = exp(log σ) is positive by construction; ``update_sigma=false`` freezes it at
 ``sigma_init`` (the reference setting, under which L-GM equals a linear layer with weights μ and
 biases −½‖μ‖²). Unlike Caffe, the isotropic divisor is σ, not σ + 1e-4.
 """
@@ -27,6 +28,32 @@ from torch import nn
 from lgm_gcp.schedules.margin import MarginSchedule
 
 FORMS = ("half", "full", "paper")
+
+
+class SquaredDistances(torch.autograd.Function):
+    """s_ik = max(‖x_i‖² − 2 x_i·μ_k + ‖μ_k‖², 0): (B, D), (C, D) -> (B, C).
+
+    Backward, with G = ∂L/∂s masked where the clamp was active:
+    ∂L/∂x = 2 (x ⊙ rowsum(G) − G μ),  ∂L/∂μ = 2 (μ ⊙ colsum(G) − Gᵀ x).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        sq = torch.addmm(x.square().sum(1, keepdim=True), x, mu.T, alpha=-2.0).add_(mu.square().sum(1))
+        sq.clamp_min_(0.0)
+        ctx.save_for_backward(x, mu, sq)
+        return sq
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, mu, sq = ctx.saved_tensors
+        g = grad * (sq > 0)
+        grad_x = grad_mu = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.addmm(x * g.sum(1, keepdim=True), g, mu, alpha=-1.0).mul_(2.0)
+        if ctx.needs_input_grad[1]:
+            grad_mu = torch.addmm(mu * g.sum(0)[:, None], g.T, x, alpha=-1.0).mul_(2.0)
+        return grad_x, grad_mu
 
 
 class LGMLoss(nn.Module):
@@ -59,13 +86,19 @@ class LGMLoss(nn.Module):
             self.means.no_weight_decay = True
         self.lr_mult = means_lr_mult
 
-    def half_distances(self, x: torch.Tensor) -> torch.Tensor:
+    def squared_distances(self, x: torch.Tensor) -> torch.Tensor:
+        """‖x_i − μ_k‖², shape (B, C), in float32 or float64."""
+        x = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        return SquaredDistances.apply(x, self.means.to(x.dtype))
+
+    def half_distances(self, x: torch.Tensor, sq: torch.Tensor | None = None) -> torch.Tensor:
         """d_k(x) = ½ Σ_d (x_d − μ_kd)²/σ_k(d), shape (B, C), float32 or float64."""
         x = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        mu, log_sigma = self.means.to(x.dtype), self.log_sigma.to(x.dtype)
+        log_sigma = self.log_sigma.to(x.dtype)
         if log_sigma.dim() == 1:
-            sq = (x.square().sum(1, keepdim=True) - 2.0 * x @ mu.T + mu.square().sum(1)).clamp_min(0.0)
+            sq = self.squared_distances(x) if sq is None else sq
             return 0.5 * sq / log_sigma.exp()
+        mu = self.means.to(x.dtype)
         inv = (-log_sigma).exp()  # (C, D)
         sq = x.square() @ inv.T - 2.0 * x @ (mu * inv).T + (mu.square() * inv).sum(1)
         return 0.5 * sq.clamp_min(0.0)
@@ -85,7 +118,8 @@ class LGMLoss(nn.Module):
     def forward(self, features: torch.Tensor, targets: torch.Tensor, step: int = 0):
         alpha = self.margin(step)
         with torch.autocast(features.device.type, enabled=False):
-            d = self.half_distances(features)
+            sq = self.squared_distances(features)  # ‖x − μ_k‖², shared by the logits and the likelihood
+            d = self.half_distances(features, sq)
             logits = self._logits(d)
             target_d = d.gather(1, targets[:, None])
             margin_logits = logits.scatter_add(1, targets[:, None], -alpha * target_d)
@@ -93,9 +127,8 @@ class LGMLoss(nn.Module):
             if self.likelihood_form == "paper":
                 likelihood = target_d.squeeze(1) + 0.5 * self.log_dets().to(d.dtype)[targets]
             else:
-                x = features.to(d.dtype)
-                sq = (x - self.means.to(d.dtype)[targets]).square().sum(1)
-                likelihood = 0.5 * sq if self.likelihood_form == "half" else sq
+                target_sq = sq.gather(1, targets[:, None]).squeeze(1)
+                likelihood = 0.5 * target_sq if self.likelihood_form == "half" else target_sq
             likelihood = likelihood.mean()
             loss = ce + self.likelihood_weight * likelihood
         logs = {"alpha": alpha, "ce": ce.detach(), "likelihood": likelihood.detach()}
