@@ -16,9 +16,9 @@ and prints each as a ratio of the reference time (lower is better; goal: ours <=
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from _timing import median_seconds
 
 from lgm_gcp.models.heads.covariance import CovarianceSqrt, covariance, eigh_sqrt, triu_vec
 
@@ -119,20 +119,12 @@ def eigh(x):
 
 
 def timed(fn, x, repeats):
-    def once():
+    def fwd_bwd():
         x.grad = None
         out = fn(x)
         out.backward(torch.ones_like(out))
-        if x.is_cuda:
-            torch.cuda.synchronize()
 
-    once()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return median_seconds(fwd_bwd, repeats, x.is_cuda)
 
 
 def main():

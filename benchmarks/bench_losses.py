@@ -12,10 +12,10 @@ for B = 256, C = 1000, D in {2048, 32896}. Prints time ratios to Linear + CE (go
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
+from _timing import median_seconds
 
 from lgm_gcp.losses.large_margin import LargeMarginLoss
 from lgm_gcp.losses.lgm import LGMLoss
@@ -62,20 +62,12 @@ def time_case(name, b, c, d, device, repeats):
     x = (torch.randn(b, d, device=device) * 0.05).requires_grad_()
     y = torch.randint(0, c, (b,), device=device)
 
-    def once():
+    def fwd_bwd():
         module.zero_grad(set_to_none=True)
         x.grad = None
         loss_of(module, x, y).backward()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
 
-    once()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return median_seconds(fwd_bwd, repeats, device.startswith("cuda"))
 
 
 def _status_kb(field: str) -> int:
