@@ -15,7 +15,7 @@ from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from lgm_gcp.config.schema import GROUPS, register_schemas
@@ -87,8 +87,10 @@ def _first_values(overrides: Sequence[str]) -> List[str]:
     return concrete
 
 
-def compose(overrides: Sequence[str] = (), config_name: str = "config", strict: bool = True) -> DictConfig:
+def compose_with_choices(overrides: Sequence[str] = (), config_name: str = "config",
+                         strict: bool = True) -> tuple:
     """Compose ``config_name`` with ``overrides`` (sweeps reduced to their first value) and validate.
+    Returns (the job config, its config-group choices such as ``{"backbone": "resnet50"}``).
 
     Raises ConfigError with a one-line message on any mistake.
     """
@@ -97,20 +99,19 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config", strict: 
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         try:
             concrete = _first_values([o for o in overrides if not o.startswith("hydra.")])
-            cfg = hydra_compose(config_name=config_name, overrides=concrete)
+            cfg = hydra_compose(config_name=config_name, overrides=concrete, return_hydra_config=True)
         except ConfigError:
             raise
         except (ConfigCompositionException, MissingConfigException, OverrideParseException, OmegaConfBaseException) as e:
             raise ConfigError(_one_line(e)) from e
+    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith(("hydra", "schema"))}
+    with open_dict(cfg):
+        del cfg["hydra"]
     if strict:
         validate(cfg)
-    return cfg
+    return cfg, choices
 
 
-def compose_choices(overrides: Sequence[str] = (), config_name: str = "config") -> dict:
-    """The config-group choices (``{"backbone": "resnet50", ...}``) the overrides select."""
-    register_schemas()
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        cfg = hydra_compose(config_name=config_name, overrides=_first_values(overrides), return_hydra_config=True)
-    return {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith(("hydra", "schema"))}
+def compose(overrides: Sequence[str] = (), config_name: str = "config", strict: bool = True) -> DictConfig:
+    """The job config of ``compose_with_choices``."""
+    return compose_with_choices(overrides, config_name, strict)[0]

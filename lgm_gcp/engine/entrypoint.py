@@ -20,11 +20,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lgm_gcp.config import ConfigError, register_schemas, validate
-from lgm_gcp.config.compose import compose, compose_choices
+from lgm_gcp.config.compose import compose, compose_with_choices
 from lgm_gcp.config.resolvers import unique_dir
 from lgm_gcp.data.files import DatasetError
+from lgm_gcp.engine import distributed
 from lgm_gcp.engine.checkpoint import CheckpointError
-from lgm_gcp.engine.launch import launch
+from lgm_gcp.engine.launch import launch, setup_worker_logging
 from lgm_gcp.engine.sweep import SWEEP_DIRS, summary
 
 log = logging.getLogger("lgm_gcp")
@@ -70,23 +71,18 @@ def preflight(argv) -> None:
 
 def torchrun_main(argv) -> None:
     """Every torchrun rank composes the same config; rank 0 chooses the run dir and broadcasts it."""
-    from lgm_gcp.engine import distributed
-
     args = _parse(argv)
     if args.multirun:
         raise ConfigError("-m/--multirun cannot run under torchrun: every rank would run the whole sweep; "
                           "run the sweep with lgm-gcp-train -m ... trainer.devices=N instead")
     overrides = [o for o in args.overrides if not o.startswith("hydra.")]
     run_dirs = [o.split("=", 1)[1] for o in args.overrides if o.startswith("hydra.run.dir=")]
-    cfg = compose(overrides)
-    choices = compose_choices(overrides)
+    cfg, choices = compose_with_choices(overrides)
     env = distributed.setup(cfg.trainer.accelerator)
     run_dir = run_dirs[-1] if run_dirs else None
     if run_dir is None and env.is_main:
         run_dir = unique_dir(time.strftime("outputs/%Y-%m-%d/%H-%M-%S"))
     run_dir = distributed.broadcast_object(run_dir)
-    from lgm_gcp.engine.launch import setup_worker_logging
-
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     setup_worker_logging(Path(run_dir), env.rank)
     launch(OmegaConf.to_container(cfg, resolve=True), run_dir, overrides, choices)

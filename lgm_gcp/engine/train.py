@@ -21,7 +21,7 @@ import torch
 from lgm_gcp.config.instantiate import instantiate
 from lgm_gcp.engine import checkpoint, distributed
 from lgm_gcp.engine.ema import ModelEma
-from lgm_gcp.engine.logging import RunLogger, progress
+from lgm_gcp.engine.runlog import RunLogger, progress
 from lgm_gcp.engine.signals import Preemption
 from lgm_gcp.models.build import build_model
 from lgm_gcp.optim import set_lr
@@ -56,7 +56,7 @@ class Session:
             return contextlib.nullcontext()
         return torch.autocast(self.env.device.type, dtype=dtype)
 
-    def to_device(self, images: torch.Tensor) -> torch.Tensor:
+    def memory_format(self, images: torch.Tensor) -> torch.Tensor:
         if self.trainer["channels_last"] and images.dim() == 4:
             return images.contiguous(memory_format=torch.channels_last)
         return images
@@ -138,7 +138,7 @@ def train_one_epoch(s: Session) -> dict:
         lr = s.schedule(step, spe)
         set_lr(s.optimizer, lr)
         with s.autocast():
-            loss, logits, logs = s.model(s.to_device(images), targets, step)
+            loss, logits, logs = s.model(s.memory_format(images), targets, step)
         stepped = backward_and_step(s, loss)
         state["step"] += 1
         state["step_in_epoch"] += 1
@@ -179,10 +179,10 @@ def evaluate(s: Session, model: torch.nn.Module, prefix: str = "test") -> dict:
         with s.autocast():
             if images.dim() == 5:
                 b, n = images.shape[:2]
-                probs = model(s.to_device(images.flatten(0, 1))).float().softmax(1).view(b, n, -1).mean(1)
+                probs = model(s.memory_format(images.flatten(0, 1))).float().softmax(1).view(b, n, -1).mean(1)
                 logits = probs.clamp_min(1e-12).log()
             else:
-                logits = model(s.to_device(images)).float()
+                logits = model(s.memory_format(images)).float()
         loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
         top1, top5 = topk_correct(logits, targets)
         totals += torch.stack([loss.double(), top1.double(), top5.double(), totals.new_tensor(targets.numel())])

@@ -9,12 +9,13 @@ Nothing is stored: a resumed run recomputes the LR from its restored step.
 
 from __future__ import annotations
 
+import abc
 import bisect
 import math
 from typing import Sequence
 
 
-class LRSchedule:
+class LRSchedule(abc.ABC):
     def __init__(self, base_lr: float, epochs: int, per_iteration: bool = False, warmup_epochs: float = 0.0,
                  warmup_start: float = 0.0):
         if base_lr <= 0:
@@ -24,8 +25,9 @@ class LRSchedule:
         self.base_lr, self.epochs, self.per_iteration = float(base_lr), int(epochs), per_iteration
         self.warmup_epochs, self.warmup_start = float(warmup_epochs), float(warmup_start)
 
+    @abc.abstractmethod
     def lr_at(self, e: float, step: int) -> float:
-        raise NotImplementedError
+        """The LR at epoch position e (``step`` for step-indexed milestones)."""
 
     def __call__(self, step: int, steps_per_epoch: int) -> float:
         e = step / steps_per_epoch if self.per_iteration else float(step // steps_per_epoch)
