@@ -1,0 +1,1 @@
+"""Datasets: each option returns (images, labels) batches for training and evaluation."""

@@ -1,0 +1,132 @@
+"""Class-per-folder image trees (ImageNet, Places365): ``<root>/train/<class>/*.jpg``, ``<root>/val/<class>/*``.
+
+Train: RandomResizedCrop(image_size) + flip (+ ColorJitter and AlexNet-style PCA lighting, as the
+large-margin ImageNet recipe; ColorJitter as the GCP study's ShuffleNetV2 recipe). Eval: Resize(resize)
++ CenterCrop(image_size), or ``eval.ten_crop`` (TenCrop, the softmax averaged over the crops by the
+evaluator), as 3G-Net reports on Places365. Workers decode with PIL through a DataLoader; each rank
+reads its share of every global batch in the same order as the in-memory path (seeded by
+(seed, epoch)); worker RNG is seeded by (seed, epoch, rank).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader
+
+from lgm_gcp.data.files import DatasetError
+from lgm_gcp.data.in_memory import epoch_generator
+
+# ImageNet RGB principal components (Krizhevsky et al. 2012), used by PCA lighting.
+_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
+_EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
+
+
+class Lighting:
+    """Add eigvec @ (alpha * eigval), alpha ~ N(0, std), to a (3, H, W) tensor in [0, 1]."""
+
+    def __init__(self, std: float):
+        self.std = std
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        alpha = torch.randn(3) * self.std
+        return img + (_EIGVEC @ (alpha * _EIGVAL)).view(3, 1, 1)
+
+
+class GlobalBatchSampler:
+    """This rank's share of every global batch of one epoch (last incomplete batch dropped)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int, world_size: int, skip: int = 0):
+        self.order = torch.randperm(n, generator=epoch_generator(seed, epoch))
+        self.batch_size, self.local, self.rank, self.skip = batch_size, batch_size // world_size, rank, skip
+        self.steps = n // batch_size
+
+    def __len__(self) -> int:
+        return self.steps - self.skip
+
+    def __iter__(self):
+        for step in range(self.skip, self.steps):
+            start = step * self.batch_size + self.rank * self.local
+            yield self.order[start: start + self.local].tolist()
+
+
+class StackCrops:
+    """TenCrop's tuple of PIL crops -> a normalised (10, 3, H, W) tensor."""
+
+    def __init__(self, normalize):
+        self.normalize = normalize
+
+    def __call__(self, crops) -> torch.Tensor:
+        from torchvision.transforms.functional import to_tensor
+
+        return torch.stack([self.normalize(to_tensor(c)) for c in crops])
+
+
+class ImageFolderData:
+    def __init__(self, name: str, root: str, num_classes: int, image_size: int, mean: Sequence[float],
+                 std: Sequence[float], in_channels: int = 3, download: bool = False, train_dir: str = "train",
+                 val_dir: str = "val", resize: int = 256, color_jitter: float = 0.0, lighting: float = 0.0,
+                 ten_crop: bool = False, num_workers: int = 4):
+        from torchvision import datasets, transforms as T
+
+        if download:
+            raise DatasetError(f"{name}: dataset.download is not available for image-folder datasets; "
+                               f"place the class folders under {root}/{train_dir} and {root}/{val_dir}")
+        self.name, self.num_classes, self.in_channels, self.num_workers = name, num_classes, in_channels, num_workers
+        self.ten_crop = ten_crop
+        normalize = T.Normalize(mean, std)
+        train_tf = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
+        if color_jitter:
+            train_tf.append(T.ColorJitter(color_jitter, color_jitter, color_jitter))
+        train_tf.append(T.ToTensor())
+        if lighting:
+            train_tf.append(Lighting(lighting))
+        train_tf.append(normalize)
+        if ten_crop:
+            eval_tf = T.Compose([T.Resize(resize), T.TenCrop(image_size), StackCrops(normalize)])
+        else:
+            eval_tf = T.Compose([T.Resize(resize), T.CenterCrop(image_size), T.ToTensor(), normalize])
+        self.train_set = self._folder(datasets, Path(root) / train_dir, T.Compose(train_tf))
+        self.test_set = self._folder(datasets, Path(root) / val_dir, eval_tf)
+
+    def _folder(self, datasets, path: Path, transform):
+        if not path.is_dir():
+            raise DatasetError(f"{self.name}: folder {path} does not exist; expected class sub-folders of images "
+                               f"there (set dataset.root=/path/to/{self.name})")
+        try:
+            ds = datasets.ImageFolder(str(path), transform=transform)
+        except (FileNotFoundError, RuntimeError) as e:
+            raise DatasetError(f"{self.name}: {path} holds no class folders with images "
+                               f"({str(e).splitlines()[0]})") from e
+        if len(ds.classes) != self.num_classes:
+            raise DatasetError(f"{self.name}: {path} has {len(ds.classes)} class folders but "
+                               f"dataset.num_classes={self.num_classes}")
+        return ds
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return len(self.train_set) // batch_size
+
+    def _loader(self, dataset, batch_sampler, seed: int) -> DataLoader:
+        return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=self.num_workers,
+                          pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed),
+                          persistent_workers=False)
+
+    def train_batches(self, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+                      device="cpu", skip: int = 0) -> Iterator:
+        if batch_size % world_size:
+            raise ValueError(f"trainer.batch_size={batch_size} must be divisible by the {world_size} processes")
+        sampler = GlobalBatchSampler(len(self.train_set), batch_size, seed, epoch, rank, world_size, skip)
+        for images, labels in self._loader(self.train_set, sampler, (seed * 1000 + epoch) * 1000 + rank):
+            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+    def test_batches(self, batch_size: int, *, rank: int = 0, world_size: int = 1, device="cpu") -> Iterator:
+        shard = torch.arange(len(self.test_set)).tensor_split(world_size)[rank]
+        batches = [c.tolist() for c in shard.split(batch_size)]
+        for images, labels in self._loader(self.test_set, batches, 0):
+            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+    def num_test_batches(self, batch_size: int, world_size: int = 1) -> int:
+        n = -(-len(self.test_set) // world_size)
+        return -(-n // batch_size)

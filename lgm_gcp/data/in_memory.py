@@ -1,0 +1,147 @@
+"""The fast path for datasets that fit in memory (digits, MNIST, CIFAR, synthetic).
+
+Images are held once as a uint8 tensor (N, C, H, W). Padding, random crop, horizontal flip and
+normalisation run batched on tensors, on the training device, with no PIL and no worker processes.
+
+Randomness is drawn for the whole *global* batch from a generator seeded by (seed, epoch), and
+each DDP rank slices its share. So a run on N processes sees exactly the images and crops that a
+1-process run with the same global batch sees, and a resumed run replays them (mid-epoch resume
+skips the batches already done).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Iterator, Sequence, Tuple
+
+import torch
+
+Batch = Tuple[torch.Tensor, torch.Tensor]
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(1_000_003 * int(seed) + int(epoch))
+
+
+def draw_augmentation(b: int, pad: int, flip: bool, generator: torch.Generator) -> tuple:
+    """Crop offsets (uniform over the (2·pad + 1)² positions) and flip flags for ``b`` images."""
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator) if pad > 0 else None
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator) if pad > 0 else None
+    mask = torch.rand(b, generator=generator) < 0.5 if flip else None
+    return oy, ox, mask
+
+
+def random_crop_flip(
+    images: torch.Tensor, pad: int, flip: bool, generator: torch.Generator, fill: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Pad by ``pad`` (with ``fill`` per channel, zeros if None), crop back at uniform offsets,
+    flip half of the images horizontally. images: (B, C, H, W) uint8 on any device."""
+    b, c, h, w = images.shape
+    device = images.device
+    oy, ox, mask = draw_augmentation(b, pad, flip, generator)
+    out = images
+    if pad > 0:
+        padded = images.new_zeros((b, c, h + 2 * pad, w + 2 * pad))
+        if fill is not None:
+            padded[:] = fill.to(device=device, dtype=images.dtype).view(1, c, 1, 1)
+        padded[:, :, pad : pad + h, pad : pad + w] = images
+        rows = (oy.to(device)[:, None] + torch.arange(h, device=device))[:, None, :, None]
+        cols = (ox.to(device)[:, None] + torch.arange(w, device=device))[:, None, None, :]
+        batch = torch.arange(b, device=device)[:, None, None, None]
+        chan = torch.arange(c, device=device)[None, :, None, None]
+        out = padded[batch, chan, rows, cols]
+    if flip:
+        out = torch.where(mask.to(device)[:, None, None, None], out.flip(-1), out)
+    return out
+
+
+class InMemoryData(abc.ABC):
+    """Base class: subclasses implement ``load() -> (train_x, train_y, test_x, test_y)`` (uint8, int64)."""
+
+    def __init__(
+        self,
+        name: str,
+        num_classes: int,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        in_channels: int = 3,
+        root: str | None = None,
+        download: bool = False,
+        pad: int = 0,
+        pad_mode: str = "zeros",
+        flip: bool = False,
+        device_augment: bool = True,
+        ten_crop: bool = False,
+        num_workers: int = 0,
+    ):
+        if ten_crop:
+            raise ValueError(f"eval.ten_crop=true needs an image-folder dataset (imagenet, places365), not {name}")
+        if not isinstance(root, (str, type(None))):
+            root = str(root)
+        if pad_mode not in ("zeros", "mean"):
+            raise ValueError(f"dataset.pad_mode={pad_mode!r} is not valid; choose zeros or mean")
+        self.name, self.root, self.download = name, root, download
+        self.num_classes, self.image_size, self.in_channels = num_classes, image_size, in_channels
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.pad, self.pad_mode, self.flip, self.device_augment = pad, pad_mode, flip, device_augment
+        self.train_x, self.train_y, self.test_x, self.test_y = self.load()
+        self._check()
+
+    @abc.abstractmethod
+    def load(self) -> tuple:
+        """(train images (N, C, H, W) uint8, train labels (N,) int64, test images, test labels)."""
+
+    def _check(self) -> None:
+        for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
+            if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != self.in_channels:
+                raise ValueError(f"{self.name} {split} images: expected uint8 (N, {self.in_channels}, H, W), got "
+                                 f"{tuple(x.shape)} {x.dtype}")
+            top = int(y.max()) if len(y) else -1
+            if top >= self.num_classes:
+                raise ValueError(f"{self.name} {split} labels reach {top}, but dataset.num_classes={self.num_classes}")
+
+    # -------------------------------------------------------------------------------- batches
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().div_(255.0)
+        return x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return len(self.train_y) // batch_size
+
+    def train_batches(
+        self, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+        device: torch.device | str = "cpu", skip: int = 0,
+    ) -> Iterator[Batch]:
+        """Shuffled, augmented batches of one epoch; ``batch_size`` is the global batch and each rank
+        yields its ``batch_size // world_size`` share. The last incomplete batch is dropped."""
+        if batch_size % world_size:
+            raise ValueError(f"trainer.batch_size={batch_size} must be divisible by the {world_size} processes")
+        g = epoch_generator(seed, epoch)
+        order = torch.randperm(len(self.train_y), generator=g)
+        local = batch_size // world_size
+        fill = (self.mean.flatten() * 255).round().to(torch.uint8) if self.pad_mode == "mean" else None
+        for step in range(self.steps_per_epoch(batch_size)):
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            if step < skip:  # already trained on: only advance the generator past its draws
+                draw_augmentation(len(idx), self.pad, self.flip, g)
+                continue
+            # draw the whole global batch's augmentation so every rank consumes the generator alike
+            x = self.train_x[idx]
+            if self.device_augment:
+                x = x.to(device, non_blocking=True)
+            x = random_crop_flip(x, self.pad, self.flip, g, fill)
+            part = slice(rank * local, (rank + 1) * local)
+            yield self.normalize(x[part].to(device, non_blocking=True)), self.train_y[idx][part].to(device)
+
+    def test_batches(self, batch_size: int, *, rank: int = 0, world_size: int = 1,
+                     device: torch.device | str = "cpu") -> Iterator[Batch]:
+        """Each test image exactly once across ranks (contiguous shards, no padding)."""
+        shard = torch.arange(len(self.test_y)).tensor_split(world_size)[rank]
+        for chunk in shard.split(batch_size):
+            yield self.normalize(self.test_x[chunk].to(device)), self.test_y[chunk].to(device)
+
+    def num_test_batches(self, batch_size: int, world_size: int = 1) -> int:
+        n = -(-len(self.test_y) // world_size)
+        return -(-n // batch_size)
