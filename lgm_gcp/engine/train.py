@@ -152,7 +152,7 @@ def train_one_epoch(s: Session) -> dict:
             s.logger.scalars("train", {"loss": loss.item(), "lr": lr, **{k: float(v) for k, v in logs.items()}}, step)
         if tcfg["checkpoint_every"] and state["step"] % tcfg["checkpoint_every"] == 0:
             save_checkpoint(s)
-        if s.preemption.requested(s.env.device, s.env.distributed) or (
+        if s.preemption.requested(s.env.device, s.env.distributed, state["step"]) or (
                 tcfg["max_steps"] is not None and state["step"] >= tcfg["max_steps"]):
             break
     distributed.all_reduce_sum(totals)
