@@ -126,3 +126,13 @@ def test_nan_loss_stops_with_step(tmp_path, tiny_cfg):
     with pytest.raises(FloatingPointError, match=r"non-finite loss (nan|inf) at step 1 \(epoch 0\)"):
         run(tiny_cfg("lr_policy.base_lr=1e30", "trainer.max_epochs=1"), tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_link_or_copy_between_links_of_one_file_leaves_no_temporary(tmp_path):
+    last, prev = tmp_path / "last.pt", tmp_path / "last-prev.pt"
+    last.write_bytes(b"x")
+    checkpoint.link_or_copy(last, prev)
+    checkpoint.link_or_copy(last, prev)  # a kill between link and replace leaves them one inode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last-prev.pt", "last.pt"]
+    (tmp_path / ".last.pt.tmp123").write_bytes(b"half")
+    assert [p.name for p in checkpoint.remove_stale_temporaries(tmp_path)] == [".last.pt.tmp123"]

@@ -81,6 +81,8 @@ def save(path: Path, payload: Mapping[str, Any], keep_previous: bool = False) ->
 def link_or_copy(src: Path, dst: Path) -> None:
     """Make ``dst`` the same file as ``src`` atomically (a hard link; a copy where links fail).
     Later atomic replacements of ``src`` leave ``dst`` intact."""
+    if dst.exists() and os.path.samefile(src, dst):
+        return  # already the same file (rename(2) between two links of one inode would be a no-op)
     tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
     try:
         os.link(src, tmp)
@@ -104,6 +106,14 @@ def load(path: Path | str) -> dict:
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)}: not an lgm-gcp training checkpoint")
     return payload
+
+
+def remove_stale_temporaries(folder: Path) -> list:
+    """Delete the temp files of a writer that was killed mid-save (``.<name>.tmp<pid>``)."""
+    stale = sorted(Path(folder).glob(".*.tmp*")) if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def previous_of(path: Path) -> Path:

@@ -233,6 +233,8 @@ def resume(run_dir: Path, cfg: Mapping[str, Any], env, model, optimizer, scaler,
     ``last-prev.pt`` if that one is corrupt). Returns (state, history, wall time) or None."""
     tcfg = cfg["trainer"]
     last = run_dir / "checkpoints" / "last.pt"
+    if env.is_main:
+        checkpoint.remove_stale_temporaries(last.parent)
     if tcfg["resume"]:
         path = Path(tcfg["resume"])
         payload = checkpoint.load(path)
