@@ -31,14 +31,11 @@ def draw_augmentation(b: int, pad: int, flip: bool, generator: torch.Generator) 
     return oy, ox, mask
 
 
-def random_crop_flip(
-    images: torch.Tensor, pad: int, flip: bool, generator: torch.Generator, fill: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Pad by ``pad`` (with ``fill`` per channel, zeros if None), crop back at uniform offsets,
-    flip half of the images horizontally. images: (B, C, H, W) uint8 on any device."""
+def apply_augmentation(images: torch.Tensor, oy, ox, mask, pad: int, fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Pad by ``pad`` (with ``fill`` per channel, zeros if None), crop back at offsets (oy, ox), flip
+    where ``mask``; any of them None skips that part. images: (B, C, H, W) uint8 on any device."""
     b, c, h, w = images.shape
     device = images.device
-    oy, ox, mask = draw_augmentation(b, pad, flip, generator)
     out = images
     if pad > 0:
         padded = images.new_zeros((b, c, h + 2 * pad, w + 2 * pad))
@@ -50,9 +47,16 @@ def random_crop_flip(
         batch = torch.arange(b, device=device)[:, None, None, None]
         chan = torch.arange(c, device=device)[None, :, None, None]
         out = padded[batch, chan, rows, cols]
-    if flip:
+    if mask is not None:
         out = torch.where(mask.to(device)[:, None, None, None], out.flip(-1), out)
     return out
+
+
+def random_crop_flip(
+    images: torch.Tensor, pad: int, flip: bool, generator: torch.Generator, fill: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Draw and apply: uniform crop offsets after padding, and a horizontal flip for half the images."""
+    return apply_augmentation(images, *draw_augmentation(len(images), pad, flip, generator), pad, fill)
 
 
 class InMemoryData(abc.ABC):
@@ -124,16 +128,17 @@ class InMemoryData(abc.ABC):
         fill = (self.mean.flatten() * 255).round().to(torch.uint8) if self.pad_mode == "mean" else None
         for step in range(self.steps_per_epoch(batch_size)):
             idx = order[step * batch_size : (step + 1) * batch_size]
-            if step < skip:  # already trained on: only advance the generator past its draws
-                draw_augmentation(len(idx), self.pad, self.flip, g)
+            # every rank draws the whole global batch's augmentation (so all consume the generator
+            # alike) and applies its own share only
+            drawn = draw_augmentation(len(idx), self.pad, self.flip, g)
+            if step < skip:  # already trained on
                 continue
-            # draw the whole global batch's augmentation so every rank consumes the generator alike
-            x = self.train_x[idx]
+            part = slice(rank * local, (rank + 1) * local)
+            x = self.train_x[idx[part]]
             if self.device_augment:
                 x = x.to(device, non_blocking=True)
-            x = random_crop_flip(x, self.pad, self.flip, g, fill)
-            part = slice(rank * local, (rank + 1) * local)
-            yield self.normalize(x[part].to(device, non_blocking=True)), self.train_y[idx][part].to(device)
+            x = apply_augmentation(x, *(d[part] if d is not None else None for d in drawn), self.pad, fill)
+            yield self.normalize(x.to(device, non_blocking=True)), self.train_y[idx[part]].to(device)
 
     def test_batches(self, batch_size: int, *, rank: int = 0, world_size: int = 1,
                      device: torch.device | str = "cpu") -> Iterator[Batch]:
