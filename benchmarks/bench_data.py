@@ -72,7 +72,8 @@ def main():
             images = images.to(args.device, non_blocking=True)
             n += len(labels)
         base = n / (time.perf_counter() - start)
-        print(f"baseline DataLoader + PIL, {w} workers: {base:,.0f} images/s   ours / baseline = {ours_rate / base:.1f}x")
+        print(f"baseline DataLoader + PIL, {w} workers: {base:,.0f} images/s   "
+              f"ours / baseline = {ours_rate / base:.1f}x")
 
 
 if __name__ == "__main__":

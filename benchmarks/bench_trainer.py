@@ -81,7 +81,7 @@ def head_throughput(args) -> None:
         y = torch.randint(0, 1000, (b,), device=device)
         amp = torch.autocast(torch.device(device).type, dtype=dtype) if dtype else contextlib.nullcontext()
 
-        def step():
+        def step(amp=amp, step_model=step_model, x=x, y=y, opt=opt):  # this iteration's objects
             with amp:
                 loss, _, _ = step_model(x, y)
             opt.zero_grad(set_to_none=True)

@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from lgm_gcp.models.heads.covariance import (
-    CovarianceSqrt, IsqrtCovHead, covariance, eigh_sqrt, newton_schulz_sqrt, triu_vec,
+    CovarianceSqrt,
+    IsqrtCovHead,
+    covariance,
+    eigh_sqrt,
+    newton_schulz_sqrt,
+    triu_vec,
 )
 from lgm_gcp.models.heads.gap import GAPHead
 from lgm_gcp.models.heads.three_g import ReweightBlock, ThreeGHead
@@ -114,7 +119,8 @@ def test_scale_and_permutation_equivariance():
     sigma = covariance(torch.randn(2, 5, 4, 4, dtype=D64))
     torch.testing.assert_close(newton_schulz_sqrt(4.0 * sigma, 5), 2.0 * newton_schulz_sqrt(sigma, 5))
     perm = torch.eye(5, dtype=D64)[torch.tensor([3, 0, 4, 1, 2])]
-    torch.testing.assert_close(newton_schulz_sqrt(perm @ sigma @ perm.T, 5), perm @ newton_schulz_sqrt(sigma, 5) @ perm.T)
+    torch.testing.assert_close(newton_schulz_sqrt(perm @ sigma @ perm.T, 5),
+                               perm @ newton_schulz_sqrt(sigma, 5) @ perm.T)
 
 
 def test_rank_deficient_seven_by_seven_stays_finite():

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from conftest import resolved
 from lgm_gcp.models.build import build_model
 from lgm_gcp.optim import set_lr, sgd
+
+from conftest import resolved
 
 
 def groups_of(*overrides):
@@ -29,7 +30,8 @@ def test_excluding_norm_and_bias_from_decay():
 
 
 def test_lgm_means_lr_mult_and_sigma_never_decayed():
-    model, opt = groups_of("loss=lgm", "loss.means_lr_mult=2", "loss.update_sigma=true", "optimizer.classifier_lr_mult=1.5")
+    model, opt = groups_of("loss=lgm", "loss.means_lr_mult=2", "loss.update_sigma=true",
+                           "optimizer.classifier_lr_mult=1.5")
     by_param = {id(p): g for g in opt.param_groups for p in g["params"]}
     assert by_param[id(model.criterion.means)]["lr_mult"] == 3.0
     assert by_param[id(model.criterion.means)]["weight_decay"] == 5e-4

@@ -2,9 +2,10 @@
 
 import pytest
 
-from conftest import resolved
 from lgm_gcp.schedules import lr
 from lgm_gcp.schedules.policies import gcp_policy, lookup
+
+from conftest import resolved
 
 
 def policy(family, name, **kw):
@@ -62,7 +63,8 @@ def test_one_word_gives_the_papers_recipe(backbone, name, expected):
 def test_explicit_override_wins_over_the_recipe():
     cfg = resolved("lr_policy=fast", "backbone=mobilenet_v2", "trainer.batch_size=32", "lr_policy.base_lr=0.01",
                    "optimizer.weight_decay=1e-3")
-    assert (cfg["trainer"]["batch_size"], cfg["lr_policy"]["base_lr"], cfg["optimizer"]["weight_decay"]) == (32, 0.01, 1e-3)
+    chosen = (cfg["trainer"]["batch_size"], cfg["lr_policy"]["base_lr"], cfg["optimizer"]["weight_decay"])
+    assert chosen == (32, 0.01, 1e-3)
 
 
 def test_policy_outside_its_families_is_refused_in_one_line():

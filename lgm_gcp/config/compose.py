@@ -102,7 +102,8 @@ def compose_with_choices(overrides: Sequence[str] = (), config_name: str = "conf
             cfg = hydra_compose(config_name=config_name, overrides=concrete, return_hydra_config=True)
         except ConfigError:
             raise
-        except (ConfigCompositionException, MissingConfigException, OverrideParseException, OmegaConfBaseException) as e:
+        except (ConfigCompositionException, MissingConfigException, OverrideParseException,
+                OmegaConfBaseException) as e:
             raise ConfigError(_one_line(e)) from e
     choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith(("hydra", "schema"))}
     with open_dict(cfg):

@@ -39,7 +39,8 @@ def config_groups() -> str:
     """Every user-facing config group with its options, one line each, for --help."""
     root = resources.files("lgm_gcp.conf")
     lines = []
-    for group in sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in ("hydra", "table", "__pycache__")):
+    groups = (p.name for p in root.iterdir() if p.is_dir() and p.name not in ("hydra", "table", "__pycache__"))
+    for group in sorted(groups):
         options = sorted(Path(o.name).stem for o in (root / group).iterdir() if o.name.endswith(".yaml"))
         if options:
             lines.append(f"  {group}: {', '.join(options)}")

@@ -11,7 +11,8 @@ features x (B, D), class means μ (C, D), variances σ (C,) isotropic or (C, D) 
            paper: d_y(x_i) + ½ log|Σ_y|  (the paper's Σ-scaled form)
 Distances use ‖x‖² − 2 x μᵀ + ‖μ‖² (clamped at 0), never a (B, C, D) tensor, in float32 even
 under autocast; ``SquaredDistances`` fuses their backward into the two matmuls a Linear layer needs
-plus one in-place pass over μ, and the likelihood term is a gather from the same distances. σ = exp(log σ) is positive by construction; ``update_sigma=false`` freezes it at
+plus one in-place pass over μ, and the likelihood term is a gather from the same distances.
+σ = exp(log σ) is positive by construction; ``update_sigma=false`` freezes it at
 ``sigma_init`` (the reference setting, under which L-GM equals a linear layer with weights μ and
 biases −½‖μ‖²). Unlike Caffe, the isotropic divisor is σ, not σ + 1e-4.
 """

@@ -55,7 +55,8 @@ class Cosine(LRSchedule):
         self.min_lr = min_lr
 
     def lr_at(self, e, step):
-        return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(e, self.epochs) / self.epochs))
+        cosine = math.cos(math.pi * min(e, self.epochs) / self.epochs)
+        return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + cosine)
 
 
 class MultiStep(LRSchedule):

@@ -41,7 +41,8 @@ def cli(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="lgm-gcp-plot-lr", description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=FAMILIES, default="resnet")
     parser.add_argument("--out", default=None, help="PNG path (default lr_<family>.png)")
-    parser.add_argument("--steps-per-epoch", type=int, default=1252, help="iterations per epoch (per-iteration policies)")
+    parser.add_argument("--steps-per-epoch", type=int, default=1252,
+                        help="iterations per epoch (per-iteration policies)")
     parser.add_argument("--clean", action="store_true", help="strict_paper=false: without the (e-1) offset")
     args = parser.parse_args(argv)
     out = args.out or f"lr_{args.family}.png"

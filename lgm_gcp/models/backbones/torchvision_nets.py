@@ -50,7 +50,8 @@ class TorchvisionBackbone(nn.Module):
         missing, unexpected = self.load_state_dict({prefix + k: v for k, v in state.items()}, strict=False)
         if unexpected or missing:
             raise ValueError(f"backbone.weights={path}: {len(missing)} missing and {len(unexpected)} unexpected keys "
-                             f"(e.g. {(missing or unexpected)[:3]}); is it a torchvision state_dict of this architecture?")
+                             f"(e.g. {(missing or unexpected)[:3]}); "
+                             "is it a torchvision state_dict of this architecture?")
 
 
 def _resnet_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
