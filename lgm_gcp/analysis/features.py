@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
 from lgm_gcp.analysis.runs import features_of, load_run
 from lgm_gcp.losses.lgm import LGMLoss
 

@@ -69,7 +69,8 @@ class ImageFolderData:
                  std: Sequence[float], in_channels: int = 3, download: bool = False, train_dir: str = "train",
                  val_dir: str = "val", resize: int = 256, color_jitter: float = 0.0, lighting: float = 0.0,
                  ten_crop: bool = False, num_workers: int = 4):
-        from torchvision import datasets, transforms as T
+        from torchvision import datasets
+        from torchvision import transforms as T
 
         if download:
             raise DatasetError(f"{name}: dataset.download is not available for image-folder datasets; "

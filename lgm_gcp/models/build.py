@@ -10,7 +10,6 @@ from typing import Any, Mapping
 from hydra.utils import get_class, get_method
 
 from lgm_gcp.config.instantiate import instantiate
-
 from lgm_gcp.models.network import Network
 
 DEFAULTS = {"dropout": 0.0, "mlp": (), "mlp_norm": False, "activation": "relu", "init": "default"}
