@@ -7,14 +7,20 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY, run_cli
 from lgm_gcp.engine import checkpoint
 from lgm_gcp.engine.train import run
 
+from conftest import TINY, run_cli
 
-def test_cli_run_writes_run_folder_with_metrics(tmp_path):
-    result = run_cli(*TINY, "hydra.run.dir=outputs/r", cwd=tmp_path)
+
+def test_cli_run_writes_run_folder_with_metrics_and_plain_logs(tmp_path):
+    with_bars = [o for o in TINY if not o.startswith("trainer.progress")]  # the default: bars on a terminal
+    result = run_cli(*with_bars, "hydra.run.dir=outputs/r", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+    # not a terminal (captured): no progress-bar fragments, one log line per epoch
+    output = result.stdout + result.stderr
+    assert "\r" not in output and "it/s" not in output
+    assert [line.split("epoch ")[1].split()[0] for line in output.splitlines() if "] - epoch " in line] == ["0", "1"]
     run_dir = tmp_path / "outputs" / "r"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "finished"
@@ -45,6 +51,7 @@ def test_default_run_dirs_do_not_collide_in_the_same_second(tmp_path, monkeypatc
     assert resolvers.unique_dir("outputs/2026-01-01/10-00-00") == second  # memoised within a process
 
 
+@pytest.mark.slow
 def test_multirun_job_dirs_are_named_from_overrides(tmp_path):
     result = run_cli("-m", *TINY[:-1], "trainer.max_epochs=1", "trainer.max_steps=2", "seed=0,1",
                      "hydra.sweep.dir=sweep", cwd=tmp_path)
@@ -53,17 +60,22 @@ def test_multirun_job_dirs_are_named_from_overrides(tmp_path):
     assert names == ["backbone.widths=[8,16],seed=0,trainer.batch_size=64,trainer.max_epochs=1,trainer.max_steps=2",
                      "backbone.widths=[8,16],seed=1,trainer.batch_size=64,trainer.max_epochs=1,trainer.max_steps=2"]
     for name in names:
-        assert json.loads((tmp_path / "sweep" / name / "metrics.json").read_text())["status"] == "stopped"
+        assert json.loads((tmp_path / "sweep" / name / "metrics.json").read_text())["status"] == "finished"
 
 
 def _weights(run_dir):
     return torch.load(Path(run_dir) / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
+# Dropout 0.5 makes every step draw from the global torch RNG: a resume that does not restore the
+# RNG state draws other masks and ends with other weights.
+DROPOUT = "head.dropout=0.5"
+
+
 def test_resume_at_epoch_boundary_is_bitwise_equal(tmp_path, tiny_cfg):
-    cfg = tiny_cfg("trainer.max_epochs=3")
+    cfg = tiny_cfg("trainer.max_epochs=3", DROPOUT)
     run(cfg, tmp_path / "straight")
-    run(tiny_cfg("trainer.max_epochs=3", "trainer.max_steps=21"), tmp_path / "resumed")  # stops after epoch 0
+    run(tiny_cfg("trainer.max_epochs=3", "trainer.max_steps=21", DROPOUT), tmp_path / "resumed")  # epoch 0 only
     summary = run(cfg, tmp_path / "resumed")  # same dir: auto-resume from last.pt
     assert [r["epoch"] for r in summary["epochs"]] == [0, 1, 2]
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
@@ -72,38 +84,59 @@ def test_resume_at_epoch_boundary_is_bitwise_equal(tmp_path, tiny_cfg):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_resume_mid_epoch_is_bitwise_equal(tmp_path, tiny_cfg):
-    cfg = tiny_cfg("trainer.max_epochs=2", "trainer.checkpoint_every=5")
-    run(cfg, tmp_path / "straight")
-    # a crash at step 27 (simulated: the run stops there without its end-of-epoch checkpoint)
-    run(tiny_cfg("trainer.max_epochs=2", "trainer.checkpoint_every=5", "trainer.max_steps=25"), tmp_path / "cut")
+def test_resume_mid_epoch_is_bitwise_equal_in_weights_and_metrics(tmp_path, tiny_cfg):
+    cfg = tiny_cfg("trainer.max_epochs=2", "trainer.checkpoint_every=5", DROPOUT)
+    straight = run(cfg, tmp_path / "straight")
+    # a crash at step 25 (simulated: the run stops there without its end-of-epoch checkpoint)
+    run(tiny_cfg("trainer.max_epochs=2", "trainer.checkpoint_every=5", "trainer.max_steps=25", DROPOUT),
+        tmp_path / "cut")
     ckpt = torch.load(tmp_path / "cut/checkpoints/last.pt", weights_only=True)
     assert (ckpt["step"], ckpt["epoch"], ckpt["step_in_epoch"]) == (25, 1, 4)
-    run(cfg, tmp_path / "cut")
+    resumed = run(cfg, tmp_path / "cut")
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["epoch"] for r in resumed["epochs"]] == [0, 1]  # the cut epoch's partial record is replaced
+    assert resumed["final"]["test_top1"] == straight["final"]["test_top1"]
 
 
-def test_resume_restores_step_lr_and_weights_over_a_wrong_lr(tmp_path, tiny_cfg):
-    """detectron2-style: rebuild with a deliberately wrong LR, load, check what came back."""
+def test_rerun_of_a_run_that_reached_max_steps_trains_nothing(tmp_path, tiny_cfg):
+    cfg = tiny_cfg("trainer.max_epochs=2", "trainer.max_steps=3")
+    first = run(cfg, tmp_path)
+    assert first["status"] == "finished" and first["ended_by"] == "max_steps"
+    before = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
+    for _ in range(2):
+        again = run(cfg, tmp_path)
+        after = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
+        assert after["step"] == 3 and all(torch.equal(before["model"][k], after["model"][k]) for k in after["model"])
+        assert again["status"] == "finished" and again["epochs"] == first["epochs"]
+    # a larger budget continues from step 3 and redoes the cut epoch to its end
+    longer = run(tiny_cfg("trainer.max_epochs=2"), tmp_path)
+    assert longer["ended_by"] == "max_epochs" and [r["epoch"] for r in longer["epochs"]] == [0, 1]
+    assert torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)["step"] == 2 * (1347 // 64)
+
+
+def test_resume_restores_step_lr_rng_and_weights_over_a_wrong_lr(tmp_path, tiny_cfg):
+    """detectron2-style: rebuild with a deliberately wrong LR and fresh weights, call the trainer's
+    resume path, and check that the step, the LR, the weights and the RNG state came back."""
     from lgm_gcp.config.instantiate import instantiate
-
+    from lgm_gcp.engine.distributed import DistEnv
+    from lgm_gcp.engine.train import resume
     from lgm_gcp.models.build import build_model
 
-    cfg = tiny_cfg("trainer.max_epochs=1")
+    cfg = tiny_cfg("trainer.max_epochs=1", DROPOUT)
     run(cfg, tmp_path)
     payload = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
     data = instantiate(cfg["dataset"])
+    torch.manual_seed(12345)  # other initial weights and another RNG state than the run's
     model = build_model(cfg, data.num_classes, data.in_channels)
     optimizer = instantiate(cfg["optimizer"])(model, lr=999.0)
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    schedule = instantiate(cfg["lr_policy"])
+    state, history, _ = resume(tmp_path, cfg, DistEnv(), model, optimizer, None, None)
     steps = 1347 // 64
-    assert payload["step"] == steps
-    last_lr = schedule(steps - 1, steps)
+    assert state["step"] == steps and state["epoch"] == 1 and len(history) == 1
+    last_lr = instantiate(cfg["lr_policy"])(steps - 1, steps)
     assert all(g["lr"] == pytest.approx(last_lr * g["lr_mult"]) for g in optimizer.param_groups)
     assert all(torch.equal(p, payload["model"][k]) for k, p in model.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), payload["rng"]["torch"])
 
 
 def test_resume_with_changed_config_is_refused_and_keeps_files(tmp_path, tiny_cfg):
@@ -136,3 +169,17 @@ def test_link_or_copy_between_links_of_one_file_leaves_no_temporary(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last-prev.pt", "last.pt"]
     (tmp_path / ".last.pt.tmp123").write_bytes(b"half")
     assert [p.name for p in checkpoint.remove_stale_temporaries(tmp_path)] == [".last.pt.tmp123"]
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    import sys
+
+    from lgm_gcp.engine.runlog import progress
+
+    items = [1, 2]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert progress(items, 2, "epoch 0", enabled=True) is items
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    bar = progress(items, 2, "epoch 0", enabled=True)
+    assert bar is not items and list(bar) == items
+    assert progress(items, 2, "epoch 0", enabled=False) is items

@@ -5,9 +5,10 @@
 
 A run is a folder holding config.yaml (written when it starts); its group choices (choices.yaml)
 and resolved config place it in a row and a column (conf/table/NAME.yaml); runs that differ only
-in ``seed`` are averaged (mean ± sample std). Cells without a finished run say ``missing``,
-``running`` or ``failed``. Writes NAME.md, NAME.csv and NAME.png (test curves per row) to --out
-(default: the first folder given).
+in ``seed`` are averaged (mean ± sample std). A run counts once it finished its schedule (its
+``trainer.max_epochs``, or its ``trainer.max_steps`` as the Caffe solvers end). Cells without such a
+run say ``missing``, ``running``, ``preempted`` or ``failed``. Writes NAME.md, NAME.csv and NAME.png
+(test curves per row) to --out (default: the first folder given).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _axis_label(run: Run, axis) -> str | None:
 
 
 def _score(run: Run, table: TableConfig) -> tuple | None:
-    if run.metrics is None or run.metrics.get("status") != "finished":
+    if run.metrics is None or run.metrics.get("status") not in ("finished", "stopped"):  # stopped: before 0.2
         return None
     record = run.metrics.get("best" if table.take == "best" else "final")
     if not record:
@@ -109,7 +110,10 @@ class Cell:
         if not self.runs:
             return "missing"
         states = {r.status for r in self.runs}
-        return "running" if states & {"running", "stopped"} else "failed"
+        for status in ("running", "preempted"):  # a rerun of the same command continues these
+            if status in states:
+                return status
+        return "failed"
 
     def stats(self, i: int) -> tuple:
         vals = [s[i] for s in self.scores]

@@ -273,7 +273,7 @@ class OptimizerConfig:
 @dataclass
 class TrainerConfig:
     max_epochs: int = 30
-    max_steps: Optional[int] = None  # stop early (smoke tests); schedules still use max_epochs
+    max_steps: Optional[int] = None  # end the run here (finished, as a Caffe solver's max_iter); LR by max_epochs
     batch_size: int = 128  # global batch, split across DDP ranks
     eval_batch_size: Optional[int] = None
     devices: Any = 1  # int, or auto (every visible GPU; 1 on CPU)
@@ -286,7 +286,7 @@ class TrainerConfig:
     checkpoint_every: int = 0  # steps between mid-epoch `last` checkpoints; 0 = at epoch ends only
     auto_resume: bool = True  # resume from <run dir>/checkpoints/last.pt when it exists
     resume: Optional[str] = None  # resume from this checkpoint file instead
-    progress: bool = True  # tqdm progress bars
+    progress: bool = True  # progress bars when stderr is a terminal (never in logs or CI)
     amp: Any = False  # false | bf16 | fp16 (GradScaler for fp16); heads and L-GM distances stay fp32
     channels_last: bool = False
     compile: Any = False  # false | true (inductor) | a torch.compile backend name

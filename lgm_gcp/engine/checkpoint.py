@@ -2,9 +2,11 @@
 
 A checkpoint is a plain dict of tensors and Python primitives (no OmegaConf objects, no numpy
 arrays), so ``torch.load(weights_only=True)`` reads it:
-``model`` (the unwrapped network's state_dict), ``optimizer``, ``epoch`` (next epoch to run),
-``step`` (global step), ``step_in_epoch``, ``best``, ``history``, ``config`` (the resolved config
-as a dict), ``world_size``, ``rng`` (torch CPU/CUDA, Python, numpy).
+``model`` (the unwrapped network's state_dict), ``optimizer``, ``epoch`` (the epoch in progress,
+or the next one at an epoch boundary), ``step`` (global step), ``step_in_epoch``, ``best`` (best test
+top-1 so far), ``history`` (metrics.json's epoch records), ``wall_time_s``, ``config`` (the resolved
+config as a dict), ``world_size``, ``rng`` (torch CPU/CUDA, Python, numpy), ``scaler`` (the fp16
+GradScaler's state, or None) and ``ema`` (the EMA weights, or None).
 """
 
 from __future__ import annotations

@@ -1,10 +1,17 @@
 """Run logs: TensorBoard scalars, a machine-readable metrics.json, progress bars. Rank 0 only.
 
 metrics.json (rewritten atomically after every epoch; the table command reads it):
-``status`` (running | finished | failed), ``epochs`` (one dict per epoch: train/test loss, top-1,
-top-5 in %, lr, images_per_s, epoch_time_s, plus the criterion's logs such as the L-GM margin),
-``best`` (the epoch with the highest test top-1), ``final`` (the last epoch), ``wall_time_s``,
-``images_per_s`` (training throughput over the run), ``num_parameters``, ``world_size``.
+``status`` (running | finished | preempted | failed; a run is finished when it reached
+``trainer.max_epochs`` or ``trainer.max_steps``, and ``ended_by`` says which), ``epochs`` (one dict
+per epoch: train/test loss, top-1, top-5 in %, lr, images_per_s, train_time_s, plus the criterion's
+logs such as the L-GM margin; ``partial: true`` marks an epoch cut short by ``max_steps`` or a
+signal), ``best`` (the epoch with the highest test top-1), ``final`` (the last evaluated epoch),
+``wall_time_s``, ``images_per_s`` (training throughput over the run), ``num_parameters``,
+``world_size``, ``started_at`` / ``ended_at`` (Unix times of this process's start and last write).
+Under DDP also ``replica_checksums`` and ``rank_steps`` (every rank's parameter sum and last step).
+
+Progress bars are drawn only when stderr is a terminal; otherwise (CI, SLURM, ``| tee``) the
+trainer's one log line per epoch is the whole progress report.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def progress(iterable: Iterable, total: int, desc: str, enabled: bool) -> Iterable:
-    if not enabled:
+    """A tqdm bar when ``enabled`` and stderr is a terminal; the bare iterable otherwise."""
+    if not (enabled and sys.stderr.isatty()):
         return iterable
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
 
@@ -37,6 +45,7 @@ class RunLogger:
         self.history = list(history or [])
         self.extra = dict(extra or {})
         self.start = time.time() - self.extra.pop("wall_time_s", 0.0)
+        self.extra["started_at"] = time.time()
         self.writer = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
@@ -65,6 +74,7 @@ class RunLogger:
             "final": tested[-1] if tested else None,
             "wall_time_s": time.time() - self.start,
             "images_per_s": trained_images / train_time if train_time else None,
+            "ended_at": time.time(),
         }
 
     def write(self, status: str) -> None:

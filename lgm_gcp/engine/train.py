@@ -207,12 +207,14 @@ def save_checkpoint(s: Session) -> None:
     distributed.barrier()
 
 
-def replica_checksums(model, env) -> list:
-    """Every rank's sum of its parameters (float64): equal when the replicas are in sync."""
-    local = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().to(env.device)
+def replica_states(model, env, step: int) -> tuple:
+    """Every rank's sum of its parameters (float64) and its global step: equal when the replicas
+    are in sync and stopped together."""
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
+    local = torch.stack([checksum, checksum.new_tensor(float(step))]).to(env.device)
     gathered = [torch.zeros_like(local) for _ in range(env.world_size)]
     torch.distributed.all_gather(gathered, local)
-    return [g.item() for g in gathered]
+    return [g[0].item() for g in gathered], [int(g[1].item()) for g in gathered]
 
 
 def write_run_files(run_dir: Path, cfg: Mapping[str, Any], overrides, choices) -> None:
@@ -254,8 +256,7 @@ def resume(run_dir: Path, cfg: Mapping[str, Any], env, model, optimizer, scaler,
     if env.is_main:
         log.info("resumed from %s at epoch %d, step %d", path, payload["epoch"], payload["step"])
     state = {k: payload[k] for k in ("epoch", "step", "step_in_epoch", "best")}
-    history = [r for r in payload.get("history", []) if not r.get("partial")]
-    return state, history, payload.get("wall_time_s", 0.0)
+    return state, list(payload.get("history", [])), payload.get("wall_time_s", 0.0)
 
 
 def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=None) -> dict:
@@ -301,7 +302,8 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
             try:
                 status = fit(s)
                 if env.distributed:
-                    logger.extra["replica_checksums"] = replica_checksums(model, env)
+                    logger.extra["replica_checksums"], logger.extra["rank_steps"] = replica_states(
+                        model, env, state["step"])
             finally:
                 logger.close(status)
         return logger.summary(status)
@@ -309,9 +311,25 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
         distributed.teardown(clean=sys.exc_info()[0] is None)
 
 
+def schedule_done(tcfg: Mapping[str, Any], state: Mapping[str, Any]) -> str | None:
+    """Which budget is spent (``"max_epochs"`` or ``"max_steps"``), or None while training remains."""
+    if state["epoch"] >= tcfg["max_epochs"]:
+        return "max_epochs"
+    if tcfg["max_steps"] is not None and state["step"] >= tcfg["max_steps"]:
+        return "max_steps"
+    return None
+
+
 def fit(s: Session) -> str:
-    """Epochs until ``max_epochs`` (or ``max_steps``, or a preemption signal); returns the status."""
+    """Epochs until ``max_epochs`` or ``max_steps`` (status ``finished``) or a preemption signal
+    (``preempted``). A rerun of a finished run trains nothing and keeps its metrics."""
     tcfg, state = s.trainer, s.state
+    if schedule_done(tcfg, state):
+        s.logger.extra["ended_by"] = schedule_done(tcfg, state)
+        log.info("nothing to train: the run reached %s at step %d", s.logger.extra["ended_by"], state["step"])
+        return "finished"
+    # an epoch cut short by max_steps or a signal is trained to its end now: its record is redone
+    s.logger.history = [r for r in s.logger.history if not r.get("partial")]
     while state["epoch"] < tcfg["max_epochs"]:
         epoch = state["epoch"]
         record = {"epoch": epoch, **train_one_epoch(s)}
@@ -343,5 +361,6 @@ def fit(s: Session) -> str:
         if preempted:
             return "preempted"
         if stopped:
-            return "stopped"
+            break
+    s.logger.extra["ended_by"] = schedule_done(tcfg, state)
     return "finished"

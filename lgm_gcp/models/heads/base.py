@@ -12,8 +12,9 @@ class PoolingHead(nn.Module):
     """Subclasses set ``self.pool`` (maps -> (B, pooled_features)) and call ``_finish(pooled_features)``.
 
     ``mlp``: hidden widths of Linear-ReLU-Dropout blocks after pooling (the VGG recipes);
-    ``mlp_norm``: insert BatchNorm1d before each ReLU (the large-margin "VGG-16 mod").
-    ``dropout`` is applied to the final vector, right before the classifier.
+    ``mlp_norm``: insert BatchNorm1d before each ReLU, and no dropout (the large-margin "VGG-16 mod").
+    ``dropout``: with an MLP, after each hidden ReLU (VGG's classifier); without one, on the pooled
+    vector, which then goes to the bottleneck if there is one, else to the classifier.
     ``bottleneck``: a last Linear to this many features with no activation (the L-GM paper's 2-D
     features for its feature plots).
     """
