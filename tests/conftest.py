@@ -26,8 +26,29 @@ def tiny_cfg():
     return lambda *extra: resolved(*TINY, "trainer.deterministic=true", *extra)
 
 
-def run_cli(*args, cwd: Path, env_extra=None, timeout=300):
-    env = dict(os.environ, **(env_extra or {}))
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "lgm_gcp.engine.entrypoint", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+# Generous: a loaded 2-core machine runs these several times slower than an idle one. A timeout
+# fails the test with the command that was running and what it had printed.
+TIMEOUT_S = 1800
+
+
+def run_command(cmd, *, cwd: Path, env_extra=None, timeout=TIMEOUT_S, drop=("HYDRA_FULL_ERROR",)):
+    env = {k: v for k, v in {**os.environ, **(env_extra or {})}.items() if k not in drop}
+    try:
+        return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        tail = (e.stderr or b"")[-2000:]
+        pytest.fail(f"timed out after {timeout} s: {' '.join(map(str, cmd))} (in {cwd}); stderr tail: {tail!r}")
+
+
+def wait_for(proc: subprocess.Popen, what: str, timeout=TIMEOUT_S) -> int:
+    """proc's exit status; on a timeout, kill it and fail naming ``what`` was running."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"timed out after {timeout} s: {what} ({' '.join(map(str, proc.args))})")
+
+
+def run_cli(*args, cwd: Path, env_extra=None, timeout=TIMEOUT_S):
+    return run_command([sys.executable, "-m", "lgm_gcp.engine.entrypoint", *args], cwd=cwd, env_extra=env_extra,
+                       timeout=timeout)

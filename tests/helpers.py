@@ -25,3 +25,25 @@ class NanGradient(SmallCNN):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = super().forward(x)
         return maps + 0.0 * torch.sqrt(maps.sum() * 0.0)
+
+
+class Rendezvous(SmallCNN):
+    """A backbone whose construction waits until every job of a sweep has reached it: a sweep whose
+    jobs run one after another cannot get past the first job. ``LGM_GCP_TEST_RENDEZVOUS`` names a
+    folder and ``LGM_GCP_TEST_PARTIES`` how many jobs must meet there."""
+
+    def __init__(self, *args, **kwargs):
+        import time
+        from pathlib import Path
+
+        super().__init__(*args, **kwargs)
+        folder = Path(os.environ["LGM_GCP_TEST_RENDEZVOUS"])
+        parties = int(os.environ["LGM_GCP_TEST_PARTIES"])
+        (folder / f"arrived-{os.getpid()}").touch()
+        wait_s = float(os.environ.get("LGM_GCP_TEST_RENDEZVOUS_S", 300))
+        deadline = time.time() + wait_s
+        while len(list(folder.glob("arrived-*"))) < parties:
+            if time.time() > deadline:
+                raise RuntimeError(f"rendezvous: only {len(list(folder.glob('arrived-*')))} of {parties} jobs "
+                                   f"arrived within {wait_s:g} s: the jobs did not run in parallel")
+            time.sleep(0.05)

@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from conftest import resolved
 from lgm_gcp.analysis.detect import detect, fgsm, kde_scores
 from lgm_gcp.analysis.features import plot_features
 from lgm_gcp.engine.train import run
+
+from conftest import resolved
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +20,47 @@ def lgm_2d_run(tmp_path_factory):
     return run_dir
 
 
-def test_detect_writes_aucs_for_the_three_scores(lgm_2d_run):
+def mann_whitney_auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
+    """ROC-AUC as the probability that a positive outscores a negative, ties counting one half
+    (Hanley & McNeil 1982), by comparing every pair."""
+    p, n = positive.double()[:, None], negative.double()[None, :]
+    return ((p > n).double().sum() + 0.5 * (p == n).double().sum()).item() / (p.numel() * n.numel())
+
+
+def test_mann_whitney_auc_on_hand_made_scores():
+    """Positives 3, 2, 1 against negatives 2, 0: of the 6 pairs, 3>2, 3>0, 2>0, 1>0 win and 2=2 ties,
+    1<2 loses, so AUC = (4 + 0.5) / 6 = 0.75."""
+    assert mann_whitney_auc(torch.tensor([3.0, 2, 1]), torch.tensor([2.0, 0])) == 0.75
+
+
+def test_detect_aucs_equal_an_independent_computation(lgm_2d_run):
+    """Recompute, outside the library, FGSM (x + ε/σ·sign ∇x CE, clipped to the pixel range), the max
+    softmax, the L-GM likelihood −½‖f − μ_ŷ‖²/σ_ŷ of the predicted class by broadcasting, and the
+    AUC by pair counting; detect() must report the same AUCs."""
+    from lgm_gcp.analysis.runs import load_run
+
     result = detect(lgm_2d_run, epsilon=0.1, max_images=300)
-    assert set(result["auc"]) == {"max_softmax", "kde", "lgm_likelihood"}
-    assert all(0.0 <= v <= 1.0 for v in result["auc"].values())
+    _, data, model = load_run(lgm_2d_run)
+    clean = torch.cat([x for x, _ in data.test_batches(256)])[:300]
+    labels = torch.cat([y for _, y in data.test_batches(256)])[:300]
+    mean, std = data.mean.view(1, -1, 1, 1), data.std.view(1, -1, 1, 1)
+    x = clean.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), labels), x)
+    adversarial = (clean + 0.1 / std * grad.sign()).clamp(-mean / std, (1 - mean) / std)
+
+    def scores(images):
+        with torch.no_grad():
+            feats = model.features(images).double()
+            means, sigma = model.criterion.means.double(), model.criterion.log_sigma.double().exp()
+            half_sq = 0.5 * (feats[:, None, :] - means[None]).square().sum(-1) / sigma
+            predicted = model(images).argmax(1)
+            return {"max_softmax": model(images).softmax(1).max(1).values,
+                    "lgm_likelihood": -half_sq.gather(1, predicted[:, None])[:, 0]}
+
+    ours, theirs = scores(clean), scores(adversarial)
+    assert result["images"] == 300
+    for name in ("max_softmax", "lgm_likelihood"):
+        assert result["auc"][name] == pytest.approx(mann_whitney_auc(ours[name], theirs[name]), abs=2e-3), name
     assert result["adversarial_accuracy"] < result["clean_accuracy"]
     assert json.loads((lgm_2d_run / "detect.json").read_text()) == result
     assert (lgm_2d_run / "detect_roc.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,18 +1,16 @@
 """Datasets in their real on-disk formats (tiny files written here), the fast path's statistics and seeding."""
 
-import gzip
-import pickle
-import struct
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import resolved
 from lgm_gcp.data.files import DatasetError
 from lgm_gcp.data.in_memory import random_crop_flip
 from lgm_gcp.engine.train import run
+
+from conftest import resolved
+from datafiles import make_cifar, make_mnist, make_tree
 
 TINY_TRAIN = ["trainer.max_epochs=1", "trainer.batch_size=8", "trainer.progress=false", "trainer.deterministic=true"]
 
@@ -76,26 +74,6 @@ def test_test_batches_cover_every_image_once_across_ranks():
 
 # ----------------------------------------------------------------------------------- MNIST IDX
 
-def write_idx(path, array, gz=False):
-    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        data = gzip.compress(data)
-    path.write_bytes(data)
-    return path
-
-
-def make_mnist(root, gz=False, n_train=40, n_test=16):
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), gz)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, gz)
-    return raw
-
-
 @pytest.mark.parametrize("gz", [False, True])
 def test_mnist_idx_loads_and_trains_one_epoch(tmp_path, gz):
     make_mnist(tmp_path / "data", gz)
@@ -119,22 +97,6 @@ def test_mnist_missing_and_truncated_files(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- CIFAR pickles
-
-def make_cifar(root, classes=10, n=12, bad_label=None):
-    rng = np.random.default_rng(0)
-    if classes == 10:
-        folder, files, key = root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "labels"
-    else:
-        folder, files, key = root / "cifar-100-python", ["train", "test"], "fine_labels"
-    folder.mkdir(parents=True)
-    for name in files:
-        labels = [int(i % classes) for i in range(n)]
-        if bad_label is not None:
-            labels[0] = bad_label
-        batch = {"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8), key: labels}
-        (folder / name).write_bytes(pickle.dumps(batch))
-    return folder
-
 
 @pytest.mark.parametrize("classes", [10, 100])
 def test_cifar_pickles_load_and_train_one_epoch(tmp_path, classes):
@@ -160,16 +122,6 @@ def test_cifar_truncated_pickle_and_label_beyond_classes(tmp_path):
 
 # ----------------------------------------------------------------------------------- ImageFolder trees
 
-def make_tree(root, classes=3, per_class=4, size=40):
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for c in range(classes):
-            d = root / split / f"class_{c}"
-            d.mkdir(parents=True)
-            for i in range(per_class):
-                Image.fromarray(rng.integers(0, 256, (size, size + 6, 3), dtype=np.uint8)).save(d / f"{i}.png")
-
-
 FOLDER = ["dataset=imagenet", "dataset.num_classes=3", "dataset.image_size=32", "dataset.resize=36",
           "backbone=resnet20", "backbone.width=4", "trainer.num_workers=0"]
 
@@ -181,6 +133,43 @@ def test_image_folder_trains_one_epoch_with_optional_ten_crop(tmp_path, ten_crop
                    "dataset.color_jitter=0.4", "dataset.lighting=0.1", *TINY_TRAIN)
     summary = run(cfg, tmp_path / "run")
     assert summary["final"]["test_images"] == 12 and summary["epochs"][0]["train_images"] == 8
+
+
+def indexed_tree(root, classes=3, per_class=8):
+    """Solid grey training images whose grey level 8·i + 8 encodes the image's index i (PNG: exact)."""
+    for split in ("train", "val"):
+        for c in range(classes):
+            (root / split / f"class_{c}").mkdir(parents=True)
+            for j in range(per_class):
+                level = 8 * (c * per_class + j) + 8
+                Image.fromarray(np.full((40, 40, 3), level, np.uint8)).save(root / split / f"class_{c}" / f"{j}.png")
+
+
+def epoch_order(data, seed, epoch, rank=0, world_size=1):
+    """The image indices this rank reads in one epoch, decoded from the grey levels."""
+    order = []
+    for images, _ in data.train_batches(4 // world_size * world_size, seed=seed, epoch=epoch, rank=rank,
+                                        world_size=world_size):
+        pixels = images[:, 0].mean((1, 2)) * 0.229 + 0.485  # undo Normalize (ImageNet's red channel)
+        order += ((pixels * 255).round().long() // 8 - 1).tolist()
+    return order
+
+
+def test_image_folder_order_is_a_function_of_seed_and_epoch_only(tmp_path):
+    """Each epoch reads the images in a new order; the same (seed, epoch) always gives the same one,
+    whatever object reads it, and N ranks together read exactly the one-process order."""
+    from lgm_gcp.config.instantiate import instantiate
+
+    indexed_tree(tmp_path / "t")
+    cfg = resolved(*FOLDER, f"dataset.root={tmp_path / 't'}")["dataset"]
+    data, again = instantiate(cfg, num_workers=0), instantiate(cfg, num_workers=0)
+    e0, e1 = epoch_order(data, seed=0, epoch=0), epoch_order(data, seed=0, epoch=1)
+    assert sorted(e0) == sorted(e1) == list(range(24))  # 6 full batches of 4: every image once
+    assert e0 != e1  # P(two uniform permutations of 24 agree) = 1/24!
+    assert epoch_order(again, seed=0, epoch=1) == e1 and epoch_order(data, seed=0, epoch=0) == e0
+    assert epoch_order(data, seed=1, epoch=0) != e0
+    r0, r1 = (epoch_order(data, 0, 1, rank=r, world_size=2) for r in (0, 1))
+    assert [i for step in range(6) for i in r0[2 * step: 2 * step + 2] + r1[2 * step: 2 * step + 2]] == e1
 
 
 def test_image_folder_errors_name_the_path(tmp_path):

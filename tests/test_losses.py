@@ -237,8 +237,9 @@ def test_large_margin_finite_in_fp16_and_close_to_fp32_in_bf16():
 @pytest.mark.parametrize("loss", ["softmax", "lgm", "large_margin"])
 @pytest.mark.parametrize("head", ["gap", "gcp", "3g"])
 def test_every_loss_composes_with_every_head(loss, head):
-    from conftest import resolved
     from lgm_gcp.models.build import build_model
+
+    from conftest import resolved
 
     extra = [] if head == "gap" else ["head.dim=8"]
     model = build_model(resolved(f"loss={loss}", f"head={head}", *extra), 10, 1)

@@ -12,8 +12,9 @@ import time
 import pytest
 import torch
 
-from conftest import TINY, resolved
 from lgm_gcp.engine.train import run
+
+from conftest import TINY, resolved, wait_for
 
 BASE = [*TINY, "trainer.deterministic=true"]
 
@@ -108,7 +109,7 @@ def start(run_dir, cwd):
                             stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_step(run_dir, step, proc, timeout=120):
+def wait_for_step(run_dir, step, proc, timeout=900):
     path = run_dir / "checkpoints" / "last.pt"
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
@@ -126,12 +127,18 @@ def wait_for_step(run_dir, step, proc, timeout=120):
 def uninterrupted(tmp_path_factory):
     root = tmp_path_factory.mktemp("straight")
     proc = start(root / "run", root)
-    assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+    assert wait_for(proc, "the uninterrupted run") == 0, proc.stderr.read()[-2000:]
     return weights(root / "run")
 
 
-def test_sigkill_at_a_random_step_then_rerun_is_bitwise_equal(tmp_path, uninterrupted):
-    target = random.Random().randrange(4, 200)  # 6 epochs x 42 steps
+# kill steps drawn once from a seeded generator (6 epochs x 42 steps): the same on every run of the
+# suite, so a failure reproduces; each id names its step
+KILL_STEPS = sorted(random.Random(20261123).sample(range(4, 200), 2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", KILL_STEPS)
+def test_sigkill_at_a_drawn_step_then_rerun_is_bitwise_equal(tmp_path, uninterrupted, target):
     proc = start(tmp_path / "run", tmp_path)
     wait_for_step(tmp_path / "run", target, proc)
     proc.send_signal(signal.SIGKILL)
@@ -139,21 +146,22 @@ def test_sigkill_at_a_random_step_then_rerun_is_bitwise_equal(tmp_path, uninterr
     killed_at = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["step"]
     assert killed_at >= target
     rerun = start(tmp_path / "run", tmp_path)
-    assert rerun.wait(timeout=300) == 0, rerun.stderr.read()[-2000:]
+    assert wait_for(rerun, "the rerun after the kill") == 0, rerun.stderr.read()[-2000:]
     resumed = weights(tmp_path / "run")
     assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted), f"killed after step {killed_at}"
     assert not list((tmp_path / "run" / "checkpoints").glob(".*tmp*"))  # no half-written files left
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_exits_cleanly_then_resumes(tmp_path, uninterrupted):
     proc = start(tmp_path / "run", tmp_path)
     wait_for_step(tmp_path / "run", 50, proc)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
+    assert wait_for(proc, "the run after SIGTERM") == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "preempted"
     rerun = start(tmp_path / "run", tmp_path)
-    assert rerun.wait(timeout=300) == 0, rerun.stderr.read()[-2000:]
+    assert wait_for(rerun, "the rerun after the kill") == 0, rerun.stderr.read()[-2000:]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "finished"
     resumed = weights(tmp_path / "run")
     assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)

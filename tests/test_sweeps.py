@@ -1,12 +1,18 @@
 """Multirun sweeps: a failed job does not stop the others; parallel jobs with the joblib launcher."""
 
+import importlib.util
 import json
 
+import pytest
+
 from conftest import run_cli
+
+TESTS = __import__("pathlib").Path(__file__).parent
 
 SWEEP = ["backbone.widths=[4,8]", "trainer.max_epochs=1", "trainer.max_steps=3", "trainer.progress=false"]
 
 
+@pytest.mark.slow
 def test_failed_job_does_not_stop_the_sweep_and_is_summarised(tmp_path):
     result = run_cli("-m", *SWEEP, "lr_policy.base_lr=1e30,0.1", "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert result.returncode == 1
@@ -15,19 +21,38 @@ def test_failed_job_does_not_stop_the_sweep_and_is_summarised(tmp_path):
     good = tmp_path / "sweep" / "backbone.widths=[4,8],lr_policy.base_lr=0.1,trainer.max_epochs=1,trainer.max_steps=3"
     assert json.loads((good / "metrics.json").read_text())["final"]["test_images"] == 450
     assert "1 of 2 jobs completed, 1 failed" in result.stderr
-    assert "FAILED backbone.widths=[4,8],lr_policy.base_lr=1e+30" in result.stderr and "non-finite loss" in result.stderr
+    assert "FAILED backbone.widths=[4,8],lr_policy.base_lr=1e+30" in result.stderr
+    assert "non-finite loss" in result.stderr
 
 
+def needs(module: str):
+    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
+                              reason=f"needs {module}: pip install -e '.[sweep]' (README's install includes it)")
+
+
+@pytest.mark.slow
+@needs("hydra_plugins.hydra_joblib_launcher")
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
+    """Each job's backbone waits at a rendezvous until both jobs have built it: run one after the
+    other, the first job would fail after 120 s and the sweep with it."""
+    meet = tmp_path / "rendezvous"
+    meet.mkdir()
     result = run_cli("-m", "hydra/launcher=joblib_gpus", "hydra.launcher.n_jobs=2", *SWEEP, "seed=0,1",
-                     "hydra.sweep.dir=sweep", cwd=tmp_path, env_extra={"LGM_GCP_GPUS": "2"})
+                     "backbone._target_=helpers.Rendezvous", "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=900,
+                     env_extra={"LGM_GCP_GPUS": "2", "LGM_GCP_TEST_RENDEZVOUS": str(meet),
+                                "LGM_GCP_TEST_PARTIES": "2", "PYTHONPATH": str(TESTS)})
     assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(meet.glob("arrived-*"))) == 2  # two processes
+    runs = []
     for seed in (0, 1):
-        job = tmp_path / "sweep" / f"backbone.widths=[4,8],seed={seed},trainer.max_epochs=1,trainer.max_steps=3"
-        assert json.loads((job / "metrics.json").read_text())["status"] == "stopped"
+        job = tmp_path / "sweep" / (f"backbone._target_=helpers.Rendezvous,backbone.widths=[4,8],seed={seed},"
+                                    "trainer.max_epochs=1,trainer.max_steps=3")
+        runs.append(json.loads((job / "metrics.json").read_text()))
+        assert runs[-1]["status"] == "finished"
     assert "2 of 2 jobs completed" in result.stderr
 
 
+@needs("hydra_plugins.hydra_submitit_launcher")
 def test_slurm_launcher_config_composes():
     from hydra import compose, initialize_config_module
 

@@ -7,8 +7,9 @@ import statistics
 
 import pytest
 
-from conftest import run_cli
 from lgm_gcp.analysis.table import cli, load_table
+
+from conftest import run_cli
 
 TABLES = ["gcp_imagenet", "g3net", "large_margin_cifar", "large_margin_imagenet", "lgm_cifar100", "digits_demo"]
 
@@ -30,6 +31,7 @@ def _final(run_dir):
     return json.loads((run_dir / "metrics.json").read_text())["final"]["test_top1"]
 
 
+@pytest.mark.slow
 def test_table_cells_equal_the_runs_metrics(sweep, tmp_path, capsys):
     cli([str(sweep), "table=digits_demo", "--out", str(tmp_path)])
     printed = capsys.readouterr().out
@@ -47,6 +49,7 @@ def test_table_cells_equal_the_runs_metrics(sweep, tmp_path, capsys):
     assert (tmp_path / "digits_demo.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_missing_and_failed_runs_are_marked(sweep, tmp_path, capsys):
     partial = tmp_path / "partial"
     shutil.copytree(sweep, partial)
@@ -64,6 +67,7 @@ def test_missing_and_failed_runs_are_marked(sweep, tmp_path, capsys):
     assert "(n=2)" in softmax_row
 
 
+@pytest.mark.slow
 def test_published_numbers_and_deltas_are_printed(sweep, tmp_path, capsys):
     table = load_table("large_margin_cifar")
     assert table.published["CIFAR-10"]["softmax"] == "8.45 ± 0.27"
@@ -88,6 +92,6 @@ def test_every_table_loads_and_names_existing_options(name):
         assert row in table.rows.labels.values() and set(cols) <= set(table.columns.labels.values())
 
 
-def test_unknown_table_is_one_line(sweep):
+def test_unknown_table_is_one_line(tmp_path):
     with pytest.raises(SystemExit, match="unknown table 'nope'; valid: .*digits_demo"):
-        cli([str(sweep), "table=nope"])
+        cli([str(tmp_path), "table=nope"])
