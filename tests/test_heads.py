@@ -1,5 +1,17 @@
-"""iSQRT-COV and 3G heads against the spec's hand-computed values (pooling.md 5.1-5.4), float64."""
+"""iSQRT-COV and 3G heads against hand-derivable values, float64.
 
+Every expected number below is re-derived in this file by an independent route: the iSQRT-COV
+iteration run on scalars (it acts on each eigenvalue separately), numpy's eigh, and central
+finite differences, never by the library's own code.
+
+iSQRT-COV (Li et al., CVPR 2018) maps Σ (d×d, PSD) to C: A = Σ / tr Σ; Y₀ = A, Z₀ = I;
+T_k = ½(3I − Z_{k−1} Y_{k−1}), Y_k = Y_{k−1} T_k, Z_k = T_k Z_{k−1} (k = 1 … N−1);
+Y_N = ½ Y_{N−1}(3I − Z_{N−1} Y_{N−1}); C = √(tr Σ) · Y_N. All iterates are polynomials in A, so with
+A = U diag(λ) Uᵀ, C = U diag(√(tr Σ) · f_N(λ_i)) Uᵀ, where f_N is the same recurrence on scalars
+(``scalar_ns``). f_1(λ) = λ(3 − λ)/2, e.g. f_1(0.8) = 0.88; f_N(λ) → √λ as N grows.
+"""
+
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +28,38 @@ from lgm_gcp.models.heads.three_g import ReweightBlock, ThreeGHead
 
 D64 = torch.float64
 
-# spec 5.1: f_N(λ) for N = 1, 2, 3, 5
+
+def scalar_ns(lam: float, n: int) -> float:
+    """f_N(λ): the coupled Newton–Schulz recurrence on one eigenvalue ratio (see the module docstring)."""
+    y, z = lam, 1.0
+    for _ in range(n - 1):
+        t = 0.5 * (3.0 - z * y)
+        y, z = y * t, t * z
+    return 0.5 * y * (3.0 - z * y)
+
+
+def closed_form_isqrt(sigma: np.ndarray, n: int) -> np.ndarray:
+    """C = U diag(√s f_N(λ_i/s)) Uᵀ with numpy's eigh, s = tr Σ."""
+    s = np.trace(sigma)
+    lam, u = np.linalg.eigh(sigma)
+    return (u * [np.sqrt(s) * scalar_ns(max(v, 0.0) / s, n) for v in lam]) @ u.T
+
+
+def finite_difference(fn, x: np.ndarray, symmetric: bool = False, h: float = 1e-6) -> np.ndarray:
+    """Central differences of a scalar fn. With ``symmetric``, perturb x_ij and x_ji together and
+    halve off the diagonal: the symmetrised gradient ½(g + gᵀ) of a function of a symmetric matrix."""
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        e = np.zeros_like(x)
+        e[idx] = h
+        if symmetric:
+            e[idx[::-1]] = h
+        g = (fn(x + e) - fn(x - e)) / (2 * h)
+        grad[idx] = g / 2 if symmetric and idx[0] != idx[1] else g
+    return grad
+
+
+# f_N(λ) for N = 1, 2, 3, 5, rounded to the digits shown (each re-derived by scalar_ns below)
 F_TABLE = {
     0.8: (0.88, 0.894080, 0.894427, 0.8944272),
     0.5: (0.625, 0.693359, 0.706709, 0.7071068),
@@ -29,10 +72,13 @@ F_TABLE = {
 
 
 @pytest.mark.parametrize("lam", sorted(F_TABLE))
-def test_scalar_newton_schulz_map_matches_spec_table(lam):
-    sigma = torch.diag(torch.tensor([lam, 1.0 - lam], dtype=D64))[None]  # trace 1: eigenvalue ratios are λ, 1−λ
+def test_scalar_newton_schulz_map_matches_the_table(lam):
+    """diag(λ, 1 − λ) has trace 1, so C[0, 0] = f_N(λ)."""
+    sigma = torch.diag(torch.tensor([lam, 1.0 - lam], dtype=D64))[None]
     for n, expected in zip((1, 2, 3, 5), F_TABLE[lam]):
+        assert scalar_ns(lam, n) == pytest.approx(expected, abs=1e-6)  # the table, re-derived
         assert newton_schulz_sqrt(sigma, n)[0, 0, 0].item() == pytest.approx(expected, abs=2e-6)
+    assert scalar_ns(lam, 1) == pytest.approx(lam * (3 - lam) / 2, abs=1e-15)
 
 
 def test_null_space_is_kept():
@@ -43,6 +89,8 @@ def test_null_space_is_kept():
 @pytest.mark.parametrize("n,expected", [(1, (1.9677398202, 0.6260990337)), (2, (1.9992236573, 0.8164331399)),
                                         (3, (1.9999995480, 0.9525476190)), (5, (2.0000000000, 0.9999834432))])
 def test_t1_diagonal_values(n, expected):
+    """T1: Σ = diag(4, 1), trace 5, ratios 0.8 and 0.2, so C = √5 · diag(f_N(0.8), f_N(0.2))."""
+    assert expected == pytest.approx((5**0.5 * scalar_ns(0.8, n), 5**0.5 * scalar_ns(0.2, n)), abs=1e-9)
     out = newton_schulz_sqrt(torch.diag(torch.tensor([4.0, 1.0], dtype=D64))[None], n)[0]
     torch.testing.assert_close(out.diagonal(), torch.tensor(expected, dtype=D64), atol=1e-9, rtol=0)
     assert out[0, 1].item() == 0.0
@@ -50,12 +98,28 @@ def test_t1_diagonal_values(n, expected):
 
 @pytest.mark.parametrize("n,expected", [(5, (0.2499661289, 0.5001272058)), (3, (0.2255215600, 0.5741873436))])
 def test_t1_gradient_of_trace(n, expected):
+    """∂ tr C / ∂Σ at diag(4, 1), diagonal part: the derivative of L(a, b) = √(a+b)·(f_N(a/(a+b)) +
+    f_N(b/(a+b))), C's trace along diagonal Σ, by central differences. (The exact root would give
+    ∂(√a + √b) = (1/(2√4), 1/(2√1)) = (0.25, 0.5); N = 5 is close to it.)"""
+    def trace_of_root(diag):
+        a, b = diag
+        return (a + b) ** 0.5 * (scalar_ns(a / (a + b), n) + scalar_ns(b / (a + b), n))
+
+    assert expected == pytest.approx(tuple(finite_difference(trace_of_root, np.array([4.0, 1.0]))), abs=1e-8)
     sigma = torch.diag(torch.tensor([4.0, 1.0], dtype=D64))[None].requires_grad_()
     newton_schulz_sqrt(sigma, n).diagonal(dim1=-2, dim2=-1).sum().backward()
     torch.testing.assert_close(sigma.grad[0].diagonal(), torch.tensor(expected, dtype=D64), atol=1e-9, rtol=0)
 
 
 def test_t2_values_and_symmetrised_gradient():
+    """T2: Σ = [[2, 1], [1, 2]] has eigenvalues 3, 1 on (1, ±1)/√2; trace 4, ratios 0.75 and 0.25, so
+    C = [[p + q, p − q], [p − q, p + q]] with p = f_5(0.75), q = f_5(0.25) (√4/2 = 1). The exact root
+    has √3/2 ± ½: 1.3660254038 and 0.3660254038. The gradient of C[0, 0] is the symmetrised central
+    difference of that closed form."""
+    p, q = scalar_ns(0.75, 5), scalar_ns(0.25, 5)
+    assert (p + q, p - q) == pytest.approx((1.3660247861, 0.3660260214), abs=1e-9)
+    fd = finite_difference(lambda m: closed_form_isqrt(m, 5)[0, 0], np.array([[2.0, 1.0], [1.0, 2.0]]), True)
+    np.testing.assert_allclose(fd, [[0.3801836775, -0.0528351371], [-0.0528351371, 0.0141576561]], atol=1e-8)
     sigma = torch.tensor([[[2.0, 1.0], [1.0, 2.0]]], dtype=D64, requires_grad=True)
     out = newton_schulz_sqrt(sigma, 5)
     torch.testing.assert_close(out[0], torch.tensor([[1.3660247861, 0.3660260214], [0.3660260214, 1.3660247861]],
@@ -69,13 +133,30 @@ def test_t2_values_and_symmetrised_gradient():
 
 
 def test_t2b_three_by_three():
+    """T2b: a 3×3 with no closed-form eigenvectors; the expected C is the eigh closed form."""
     sigma = torch.tensor([[[4.0, 1, 0], [1, 3, 1], [0, 1, 2]]], dtype=D64)
     expected = torch.tensor([[1.9806925976, 0.2758270441, -0.0271852316], [0.2758270441, 1.6776803219, 0.3301975073],
                              [-0.0271852316, 0.3301975073, 1.3746680462]], dtype=D64)
+    np.testing.assert_allclose(closed_form_isqrt(sigma[0].numpy(), 5), expected.numpy(), atol=1e-9)
     torch.testing.assert_close(newton_schulz_sqrt(sigma, 5)[0], expected, atol=1e-9, rtol=0)
 
 
 def test_t3_full_pipeline_values_and_gradient():
+    """T3: maps X = [[1, 2, 3], [0, 1, 4]] (d = 2 channels, M = 3 positions). Centred rows (−1, 0, 1)
+    and (−5/3, −2/3, 7/3); Σ = X̄X̄ᵀ/M = [[2/3, 4/3], [4/3, 26/9]]. The vector is the upper triangle
+    (C00, C01, C11) of the eigh closed form of C; the gradient of its sum with respect to X is the
+    central difference of that whole pipeline."""
+    def pipeline(maps):
+        centred = maps - maps.mean(1, keepdims=True)
+        c = closed_form_isqrt(centred @ centred.T / maps.shape[1], 5)
+        return c[0, 0] + c[0, 1] + c[1, 1]
+
+    maps = np.array([[1.0, 2, 3], [0, 1, 4]])
+    c = closed_form_isqrt(np.array([[2 / 3, 4 / 3], [4 / 3, 26 / 9]]), 5)
+    np.testing.assert_allclose((c[0, 0], c[0, 1], c[1, 1]), (0.4550931901, 0.6647694317, 1.5630422430), atol=1e-9)
+    np.testing.assert_allclose(finite_difference(pipeline, maps), [[-0.6041996305, 0.1944764162, 0.4097232144],
+                                                                   [-0.2536393213, -0.2181415782, 0.4717808995]],
+                               atol=1e-8)
     x = torch.tensor([[[[1.0, 2, 3]], [[0, 1, 4]]]], dtype=D64, requires_grad=True)  # (1, 2, 1, 3)
     torch.testing.assert_close(covariance(x)[0], torch.tensor([[2 / 3, 4 / 3], [4 / 3, 26 / 9]], dtype=D64))
     vec = CovarianceSqrt(iterations=5)(x)
@@ -149,6 +230,9 @@ def test_three_g_without_blocks_is_isqrt_with_jitter_in_column_order():
 
 
 def test_three_g_block_weights_positions_in_unit_interval_and_counts_parameters():
+    """At d = 256: five d→d 1×1 convs (5 · 65,536) + d→d/4 (16,384) + d/4→1 (64) + the 1→1 scale (1)
+    = 344,129 conv weights; BN after the five d-wide convs and the d/4 one: 2 · (5 · 256 + 64) = 2,688."""
+    assert (5 * 256 * 256 + 256 * 64 + 64 + 1, 2 * (5 * 256 + 64)) == (344_129, 2_688)
     block = ReweightBlock(256)
     conv = sum(p.numel() for n, p in block.named_parameters() if p.dim() == 4)
     bn = sum(p.numel() for n, p in block.named_parameters() if p.dim() == 1)

@@ -1,4 +1,16 @@
-"""L-GM and large-margin losses against the spec's hand-computed values (losses.md 3), float64."""
+"""L-GM and large-margin losses against hand-computed values, float64.
+
+Every expected number is re-derived in this file by a plain-Python transcription of the papers'
+formulas (``lgm_reference``, ``large_margin_reference``) and central finite differences for the
+gradients, independent of the library's matmul/select formulations.
+
+L-GM (Wan et al., CVPR 2018), class means μ_k, variances σ_k: d_k = ½ Σ_d (x_d − μ_kd)²/σ_kd;
+logits z_k = −d_k [− ½ log|Σ_k| with log-det]; the margin scales the target's distance, z_y − α d_y;
+loss = CE + λ · L_lkd with L_lkd = ½‖x − μ_y‖² (half), ‖x − μ_y‖² (full) or d_y + ½ log|Σ_y| (paper).
+
+Large-margin softmax (Kobayashi, BMVC 2019): q = softmax of the C − 1 non-target logits,
+R = ½ Σ_{j≠y} (q_j − 1/(C−1)) log q_j, loss = CE + 0.3 R.
+"""
 
 import math
 
@@ -14,6 +26,42 @@ D64 = torch.float64
 MU = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]], dtype=D64)
 
 
+def lgm_reference(x, y, mu, var, alpha, lam, form="half", log_det=False):
+    """(mean loss, mean CE, mean likelihood, logits) of the L-GM formulas above, one sample at a time."""
+    ces, lkds, all_logits = [], [], []
+    for xi, yi in zip(x, y):
+        d = [0.5 * sum((a - m) ** 2 / v for a, m, v in zip(xi, mk, vk)) for mk, vk in zip(mu, var)]
+        logdet = [sum(math.log(v) for v in vk) for vk in var]
+        logits = [-dk - (0.5 * ld if log_det else 0.0) for dk, ld in zip(d, logdet)]
+        margin = list(logits)
+        margin[yi] -= alpha * d[yi]
+        ce = math.log(sum(math.exp(z) for z in margin)) - margin[yi]
+        sq = sum((a - m) ** 2 for a, m in zip(xi, mu[yi]))
+        lkd = {"half": 0.5 * sq, "full": sq, "paper": d[yi] + 0.5 * logdet[yi]}[form]
+        ces.append(ce)
+        lkds.append(lkd)
+        all_logits.append(logits)
+    ce, lkd = sum(ces) / len(ces), sum(lkds) / len(lkds)
+    return ce + lam * lkd, ce, lkd, all_logits
+
+
+def central_difference(fn, values, h=1e-6):
+    """∂fn/∂values[i] for a nested list of floats, by central differences."""
+    import copy
+
+    grads = copy.deepcopy(values)
+    for i, row in enumerate(values):
+        for j in range(len(row)):
+            up, down = copy.deepcopy(values), copy.deepcopy(values)
+            up[i][j] += h
+            down[i][j] -= h
+            grads[i][j] = (fn(up) - fn(down)) / (2 * h)
+    return grads
+
+
+MU_LIST, UNIT = [[0.0, 0.0], [2.0, 0.0], [0.0, 2.0]], [[1.0, 1.0]] * 3
+
+
 def lgm(alpha=0.0, lam=0.0, **kw):
     loss = LGMLoss(2, 3, margin={"policy": "CONSTANT", "value": alpha}, likelihood_weight=lam, **kw).double()
     with torch.no_grad():
@@ -23,6 +71,11 @@ def lgm(alpha=0.0, lam=0.0, **kw):
 
 @pytest.mark.parametrize("alpha,ce", [(0.0, 0.7586236757), (0.1, 0.7855190331), (1.0, 1.0549569196)])
 def test_lgm_t1_cross_entropy_per_margin(alpha, ce):
+    """T1: x = (1, 0), means (0, 0), (2, 0), (0, 2), σ = 1: d = (0.5, 0.5, 2.5), logits −d. With the
+    margin the target logit is −0.5(1 + α): CE = 0.5(1 + α) + log(e^{−0.5(1+α)} + e^{−0.5} + e^{−2.5});
+    at α = 0, 0.5 + log(2e^{−0.5} + e^{−2.5}) = 0.7586236757."""
+    assert ce == pytest.approx(0.5 * (1 + alpha) + math.log(math.exp(-0.5 * (1 + alpha)) + math.exp(-0.5)
+                                                            + math.exp(-2.5)), abs=1e-9)
     x, y = torch.tensor([[1.0, 0.0]], dtype=D64), torch.tensor([0])
     loss, logits, logs = lgm(alpha)(x, y)
     torch.testing.assert_close(logits, torch.tensor([[-0.5, -0.5, -2.5]], dtype=D64))
@@ -30,6 +83,16 @@ def test_lgm_t1_cross_entropy_per_margin(alpha, ce):
 
 
 def test_lgm_t1_total_and_gradients():
+    """T1 with α = 0.1, λ = 0.1: total = CE(0.1) + 0.1 · ½‖x − μ₀‖² = 0.7855190331 + 0.05; the
+    gradients are central differences of ``lgm_reference`` in x and in the means."""
+    def total(x_list, mu_list=MU_LIST):
+        return lgm_reference(x_list, [0], mu_list, UNIT, 0.1, 0.1)[0]
+
+    assert total([[1.0, 0.0]]) == pytest.approx(0.8355190331, abs=1e-9)
+    assert central_difference(total, [[1.0, 0.0]])[0] == pytest.approx([1.1129249865, 0.1297206674], abs=1e-8)
+    mu_grad = central_difference(lambda m: total([[1.0, 0.0]], m), MU_LIST)
+    assert sum(mu_grad, []) == pytest.approx([-0.6985286758, 0.0, -0.4792566443, 0.0, 0.0648603337, -0.1297206674],
+                                             abs=1e-8)
     crit = lgm(0.1, 0.1)
     x = torch.tensor([[1.0, 0.0]], dtype=D64, requires_grad=True)
     loss, _, logs = crit(x, torch.tensor([0]))
@@ -42,6 +105,10 @@ def test_lgm_t1_total_and_gradients():
 
 @pytest.mark.parametrize("form,total", [("half", 0.6319370079), ("full", 0.6631870079)])
 def test_lgm_t2_batch_mean_and_likelihood_conventions(form, total):
+    """T2: two samples (1, 0) → class 0 and (0, 1.5) → class 2, α = 0.3, λ = 0.1; CE and the
+    likelihood are batch means; 'full' doubles the likelihood term of 'half'."""
+    ref = lgm_reference([[1.0, 0.0], [0.0, 1.5]], [0, 2], MU_LIST, UNIT, 0.3, 0.1, form)
+    assert (ref[0], ref[1]) == pytest.approx((total, 0.6006870079), abs=1e-9)
     x = torch.tensor([[1.0, 0.0], [0.0, 1.5]], dtype=D64)
     loss, logits, logs = lgm(0.3, 0.1, likelihood_form=form)(x, torch.tensor([0, 2]))
     assert loss.item() == pytest.approx(total, abs=1e-9)
@@ -58,7 +125,16 @@ def _t3(log_det, form):
     return crit(torch.tensor([[1.0, 1.0]], dtype=D64), torch.tensor([0]))
 
 
+T3_ARGS = ([[1.0, 1.0]], [0], [[0.0, 0.0], [2.0, 0.0]], [[1.0, 4.0], [0.25, 1.0]], 0.5, 0.1)
+
+
 def test_lgm_t3_paper_form_with_log_det():
+    """T3: diagonal Σ₀ = diag(1, 4), Σ₁ = diag(0.25, 1), x = (1, 1), y = 0, α = 0.5, λ = 0.1:
+    d = (½(1 + 1/4), ½(1/0.25 + 1)) = (0.625, 2.5), log|Σ| = (log 4, log 0.25), so the logits are
+    (−0.625 − log 2, −2.5 + log 2) = (−1.3181471806, −1.8068528194)."""
+    ref_loss, ref_ce, ref_lkd, ref_logits = lgm_reference(*T3_ARGS, form="paper", log_det=True)
+    assert ref_logits[0] == pytest.approx([-1.3181471806, -1.8068528194], abs=1e-9)
+    assert (ref_ce, ref_lkd, ref_loss) == pytest.approx((0.6089204040, 1.3181471806, 0.7407351221), abs=1e-9)
     loss, logits, logs = _t3(True, "paper")
     torch.testing.assert_close(logits, torch.tensor([[-1.3181471806, -1.8068528194]], dtype=D64), atol=1e-9, rtol=0)
     assert logs["ce"].item() == pytest.approx(0.6089204040, abs=1e-9)
@@ -67,6 +143,9 @@ def test_lgm_t3_paper_form_with_log_det():
 
 
 def test_lgm_t3_caffe_diagonal_form():
+    """T3 as Caffe computes it: no log-det in the logits, likelihood ½‖x − μ₀‖² = 1."""
+    ref_loss, ref_ce, ref_lkd, _ = lgm_reference(*T3_ARGS, form="half", log_det=False)
+    assert (ref_ce, ref_lkd, ref_loss) == pytest.approx((0.1902991404, 1.0, 0.2902991404), abs=1e-9)
     loss, _, logs = _t3(False, "half")
     assert logs["ce"].item() == pytest.approx(0.1902991404, abs=1e-9) and logs["likelihood"].item() == 1.0
     assert loss.item() == pytest.approx(0.2902991404, abs=1e-9)
@@ -78,6 +157,9 @@ def test_lgm_unit_sigma_equals_linear_layer_with_bias():
     linear = x @ MU.T - 0.5 * MU.square().sum(1)
     torch.testing.assert_close(F.softmax(crit.logits(x), 1), F.softmax(linear, 1))
     t1 = F.softmax(crit.logits(torch.tensor([[1.0, 0.0]], dtype=D64)), 1)
+    # softmax(−0.5, −0.5, −2.5): e^{−0.5} / (2e^{−0.5} + e^{−2.5}) and e^{−2.5} / (same)
+    norm = 2 * math.exp(-0.5) + math.exp(-2.5)
+    assert (math.exp(-0.5) / norm, math.exp(-2.5) / norm) == pytest.approx((0.4683105308, 0.0633789383), abs=1e-9)
     torch.testing.assert_close(t1, torch.tensor([[0.4683105308, 0.4683105308, 0.0633789383]], dtype=D64))
 
 
@@ -143,12 +225,14 @@ def test_lgm_finite_under_autocast(dtype):
     assert torch.isfinite(loss) and logits.dtype == torch.float32
 
 
+# T5, the Caffe solver's STEPUP: α(t) = min(value · γ^⌊t/step⌋, max) = min(0.1 · 2^⌊t/5000⌋, 0.3)
 T5 = {0: 0.1, 1: 0.1, 4999: 0.1, 5000: 0.2, 5001: 0.2, 9999: 0.2, 10000: 0.3, 20000: 0.3, 120000: 0.3}
 
 
 def test_margin_schedule_stepup_t5_table():
     schedule = MarginSchedule("STEPUP", value=0.1, step=5000, gamma=2.0, max=0.3)
     for t, alpha in T5.items():
+        assert alpha == pytest.approx(min(0.1 * 2 ** (t // 5000), 0.3))
         assert schedule(t) == pytest.approx(alpha)
 
 
@@ -160,6 +244,19 @@ def test_margin_schedule_addup_and_default_cap():
     assert MarginSchedule("STEPUP", value=2.0, step=10, gamma=2.0)(0) == 2.0  # the initial value is never clamped
     with pytest.raises(ValueError, match="STEPDOWN.*CONSTANT, STEPUP, ADDUP"):
         MarginSchedule("STEPDOWN")
+
+
+def large_margin_reference(z, y, reg_lambda=0.3, deg_logit=0.0):
+    """(CE, R, CE + λR) for one sample: CE of z − δ·e_y; R over the non-target softmax q (see top).
+    E.g. z = (2, 1, 0), y = 0: CE = log(e² + e + 1) − 2 = 0.4076; q = softmax(1, 0) = (0.731, 0.269),
+    R = ½ · 0.231 · (log 0.731 − log 0.269) = ½ · 0.231 · 1 = ¼ tanh(½) = 0.1155."""
+    shifted = [v - (deg_logit if j == y else 0.0) for j, v in enumerate(z)]
+    ce = math.log(sum(math.exp(v) for v in shifted)) - shifted[y]
+    others = [v for j, v in enumerate(z) if j != y]
+    norm = sum(math.exp(v) for v in others)
+    q = [math.exp(v) / norm for v in others]
+    r = 0.5 * sum((qj - 1 / len(q)) * math.log(qj) for qj in q)
+    return ce, r, ce + reg_lambda * r
 
 
 LM_TABLE = [
@@ -175,6 +272,7 @@ LM_TABLE = [
 
 @pytest.mark.parametrize("z,y,ce,r,total", LM_TABLE)
 def test_large_margin_table(z, y, ce, r, total):
+    assert large_margin_reference(z, y) == pytest.approx((ce, r, total), abs=1e-9)
     logits, target = torch.tensor([z], dtype=D64), torch.tensor([y])
     assert F.cross_entropy(logits, target).item() == pytest.approx(ce, abs=1e-9)
     assert large_margin_regularizer(logits, target).item() == pytest.approx(r, abs=1e-9)
@@ -182,6 +280,10 @@ def test_large_margin_table(z, y, ce, r, total):
 
 
 def test_large_margin_c3_closed_form_and_gradient():
+    """C = 3: R = ¼ tanh(½ (z_j − z_k)) for the two non-target logits; the gradient is the central
+    difference of the reference."""
+    fd = central_difference(lambda z: large_margin_reference(z[0], 0)[2], [[2.0, 1.0, 0.0]])
+    assert fd[0] == pytest.approx([-0.3347590442, 0.3088790478, 0.0258799964], abs=1e-8)
     logits = torch.tensor([[2.0, 1.0, 0.0]], dtype=D64, requires_grad=True)
     assert large_margin_regularizer(logits, torch.tensor([0])).item() == pytest.approx(0.25 * math.tanh(0.5), abs=1e-12)
     large_margin_loss(logits, torch.tensor([0])).backward()
@@ -190,6 +292,10 @@ def test_large_margin_c3_closed_form_and_gradient():
 
 
 def test_large_margin_deg_logit():
+    """deg_logit δ = 1 lowers the target logit before CE: CE of (1, 1, 0); R is unchanged."""
+    assert large_margin_reference([2.0, 1.0, 0.0], 0, deg_logit=1.0)[2] == pytest.approx(0.8966535909, abs=1e-9)
+    fd = central_difference(lambda z: large_margin_reference(z[0], 0, deg_logit=1.0)[2], [[2.0, 1.0, 0.0]])
+    assert fd[0] == pytest.approx([-0.5776812017, 0.4864693750, 0.0912118267], abs=1e-8)
     logits = torch.tensor([[2.0, 1.0, 0.0]], dtype=D64, requires_grad=True)
     loss = large_margin_loss(logits, torch.tensor([0]), deg_logit=1.0)
     assert loss.item() == pytest.approx(0.8966535909, abs=1e-9)
@@ -199,6 +305,13 @@ def test_large_margin_deg_logit():
 
 
 def test_large_margin_reductions_and_class_weights():
+    """Rows (2, 1, 0, −9, −9) → 0 and (1, 2, 3, 4, 5) → 2 (table rows 7 and 6). Class weight 2 on
+    class 0 weights CE as PyTorch does, Σ w_y CE / Σ w_y = (2 · 0.40763 + 2.45191) / 3; R stays an
+    unweighted mean: 1.08906 + 0.3 · (2.49021 + 0.79439) / 2 = 1.5817464448."""
+    (ce0, r0, t0), (ce1, r1, t1) = large_margin_reference([2, 1, 0, -9, -9], 0), large_margin_reference(
+        [1, 2, 3, 4, 5], 2)
+    assert (t0 + t1) / 2 == pytest.approx(1.9224608132, abs=1e-9)
+    assert (2 * ce0 + ce1) / 3 + 0.3 * (r0 + r1) / 2 == pytest.approx(1.5817464448, abs=1e-9)
     logits = torch.tensor([[2, 1, 0, -9, -9], [1, 2, 3, 4, 5]], dtype=D64)
     y = torch.tensor([0, 2])
     assert large_margin_loss(logits, y).item() == pytest.approx(1.9224608132, abs=1e-9)
