@@ -47,3 +47,10 @@ class Rendezvous(SmallCNN):
                 raise RuntimeError(f"rendezvous: only {len(list(folder.glob('arrived-*')))} of {parties} jobs "
                                    f"arrived within {wait_s:g} s: the jobs did not run in parallel")
             time.sleep(0.05)
+
+
+class BuggyBackbone(SmallCNN):
+    """A library bug stand-in: a ValueError from inside the network's forward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ValueError("injected bug: shapes do not line up")

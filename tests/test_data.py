@@ -116,7 +116,7 @@ def test_cifar_truncated_pickle_and_label_beyond_classes(tmp_path):
     with pytest.raises(DatasetError, match=r"data_batch_3 is truncated or corrupt"):
         instantiate(resolved("dataset=cifar10", f"dataset.root={tmp_path / 'a'}")["dataset"])
     make_cifar(tmp_path / "b", bad_label=12)
-    with pytest.raises(ValueError, match=r"cifar10 train labels reach 12, but dataset.num_classes=10"):
+    with pytest.raises(DatasetError, match=r"cifar10 train labels reach 12, but dataset.num_classes=10"):
         instantiate(resolved("dataset=cifar10", f"dataset.root={tmp_path / 'b'}")["dataset"])
 
 

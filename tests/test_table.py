@@ -92,6 +92,7 @@ def test_every_table_loads_and_names_existing_options(name):
         assert row in table.rows.labels.values() and set(cols) <= set(table.columns.labels.values())
 
 
-def test_unknown_table_is_one_line(tmp_path):
-    with pytest.raises(SystemExit, match="unknown table 'nope'; valid: .*digits_demo"):
+def test_unknown_table_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
         cli([str(tmp_path), "table=nope"])
+    assert "unknown table 'nope'; valid: " in capsys.readouterr().err

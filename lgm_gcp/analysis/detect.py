@@ -17,7 +17,6 @@ Writes detect.json and detect_roc.png into the run folder and prints the AUCs.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from lgm_gcp.analysis.runs import features_of, load_run
+from lgm_gcp.errors import UserError, fail, one_line_parser, positive_float, positive_int, unit_interval
 from lgm_gcp.losses.lgm import LGMLoss
 
 
@@ -125,14 +125,14 @@ def _plot(path: Path, curves: dict, result: dict) -> None:
 
 
 def cli(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="lgm-gcp-detect", description=__doc__.splitlines()[0])
+    parser = one_line_parser("lgm-gcp-detect", __doc__.splitlines()[0])
     parser.add_argument("run_dir")
-    parser.add_argument("--epsilon", type=float, default=0.1, help="FGSM step in [0, 1] pixel units")
-    parser.add_argument("--bandwidth", type=float, default=1.5, help="KDE bandwidth on the features")
-    parser.add_argument("--max-images", type=int, default=2000)
+    parser.add_argument("--epsilon", type=unit_interval, default=0.1, help="FGSM step in [0, 1] pixel units")
+    parser.add_argument("--bandwidth", type=positive_float, default=1.5, help="KDE bandwidth on the features")
+    parser.add_argument("--max-images", type=positive_int, default=2000)
     args = parser.parse_args(argv)
     try:
         result = detect(args.run_dir, args.epsilon, args.bandwidth, args.max_images)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"lgm-gcp-detect: error: {e}") from None
+    except UserError as e:
+        fail("lgm-gcp-detect", e)
     print(json.dumps(result, indent=2))

@@ -9,10 +9,10 @@ Test features coloured by class; for L-GM runs the learned means (×) and each c
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from lgm_gcp.analysis.runs import features_of, load_run
+from lgm_gcp.errors import ConfigError, UserError, fail, one_line_parser
 from lgm_gcp.losses.lgm import LGMLoss
 
 
@@ -27,7 +27,7 @@ def plot_features(run_dir: str | Path) -> Path:
     cfg, data, model = load_run(run_dir)
     feats, labels = features_of(model, data.test_batches(256))
     if feats.shape[1] != 2:
-        raise ValueError(f"{run_dir}: features are {feats.shape[1]}-dimensional; a 2-D plot needs 2 "
+        raise ConfigError(f"{run_dir}: features are {feats.shape[1]}-dimensional; a 2-D plot needs 2 "
                          "(e.g. experiment=digits_lgm_2d, or head.mlp=[2])")
     fig, ax = plt.subplots(figsize=(6, 6))
     cmap = plt.get_cmap("tab10")
@@ -53,10 +53,10 @@ def plot_features(run_dir: str | Path) -> Path:
 
 
 def cli(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="lgm-gcp-plot-features", description=__doc__.splitlines()[0])
+    parser = one_line_parser("lgm-gcp-plot-features", __doc__.splitlines()[0])
     parser.add_argument("run_dir")
     args = parser.parse_args(argv)
     try:
         print(plot_features(args.run_dir))
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"lgm-gcp-plot-features: error: {e}") from None
+    except UserError as e:
+        fail("lgm-gcp-plot-features", e)

@@ -3,6 +3,7 @@ its data, and its network with the weights of ``checkpoints/best.pt`` (or ``last
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -10,16 +11,47 @@ import yaml
 
 from lgm_gcp.config.instantiate import instantiate
 from lgm_gcp.engine import checkpoint
+from lgm_gcp.errors import RunFolderError
 from lgm_gcp.models.build import build_model
+
+
+def read_yaml(path: Path, must_have: tuple = ()) -> dict:
+    """A YAML mapping, or a one-line RunFolderError naming the file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise RunFolderError(f"{path} cannot be read as YAML ({type(e).__name__}); "
+                             "is this a run folder written by lgm-gcp-train?") from None
+    if not isinstance(data, dict) or any(k not in data for k in must_have):
+        raise RunFolderError(f"{path} is not a run config: expected a mapping with {', '.join(must_have)}")
+    return data
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object, or a one-line RunFolderError naming the file."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunFolderError(f"{path} cannot be read as JSON ({type(e).__name__}: {e}); "
+                             "delete it or rerun the run") from None
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path} holds a JSON {type(data).__name__}, not a metrics object")
+    return data
+
+
+def run_folder(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir} does not exist or is not a folder; give a run folder of lgm-gcp-train")
+    if not (run_dir / "config.yaml").is_file():
+        raise RunFolderError(f"{run_dir} is not a run folder: it has no config.yaml")
+    return run_dir
 
 
 def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu"):
     """Returns (config dict, data, network in eval mode)."""
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.yaml")
-    cfg = yaml.safe_load(cfg_path.read_text())
+    run_dir = run_folder(run_dir)
+    cfg = read_yaml(run_dir / "config.yaml", ("dataset", "backbone", "head", "loss"))
     path = run_dir / "checkpoints" / f"{which}.pt"
     if not path.is_file():
         path = run_dir / "checkpoints" / "last.pt"

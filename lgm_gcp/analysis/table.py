@@ -13,9 +13,7 @@ run say ``missing``, ``running``, ``preempted`` or ``failed``. Writes NAME.md, N
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -23,10 +21,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import yaml
 from omegaconf import OmegaConf
 
+from lgm_gcp.analysis.runs import read_json, read_yaml
 from lgm_gcp.config.schema import TableConfig
+from lgm_gcp.errors import ConfigError, RunFolderError, UserError, fail, one_line_parser, output_path
 
 
 @dataclass
@@ -55,17 +54,16 @@ def load_runs(paths: Iterable[str | Path]) -> list:
     runs = []
     for root in paths:
         root = Path(root)
-        if not root.exists():
-            raise FileNotFoundError(f"lgm-gcp-table: {root} does not exist")
+        if not root.is_dir():
+            raise RunFolderError(f"{root} does not exist or is not a folder; give run or multirun folders")
         for cfg_path in sorted({*root.rglob("config.yaml")} | ({root / "config.yaml"} & {*root.glob("config.yaml")})):
             if cfg_path.parent.name == ".hydra":
                 continue
             run_dir = cfg_path.parent
             metrics_path = run_dir / "metrics.json"
             choices_path = run_dir / "choices.yaml"
-            runs.append(Run(run_dir, yaml.safe_load(cfg_path.read_text()) or {},
-                            yaml.safe_load(choices_path.read_text()) if choices_path.is_file() else {},
-                            json.loads(metrics_path.read_text()) if metrics_path.is_file() else None))
+            runs.append(Run(run_dir, read_yaml(cfg_path), read_yaml(choices_path) if choices_path.is_file() else {},
+                            read_json(metrics_path) if metrics_path.is_file() else None))
     return runs
 
 
@@ -74,7 +72,7 @@ def load_table(name: str) -> TableConfig:
     if not path.is_file():
         known = sorted(Path(p.name).stem for p in (resources.files("lgm_gcp.conf") / "table").iterdir()
                        if p.name.endswith(".yaml"))
-        raise ValueError(f"unknown table '{name}'; valid: {', '.join(known)}")
+        raise ConfigError(f"unknown table '{name}'; valid: {', '.join(known)}")
     merged = OmegaConf.merge(OmegaConf.structured(TableConfig), OmegaConf.load(str(path)))
     return OmegaConf.to_object(merged)
 
@@ -253,9 +251,10 @@ def make_table(dirs: Sequence[str | Path], name: str | None, out: Path) -> str:
 
 
 def cli(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="lgm-gcp-table", description=__doc__.splitlines()[0])
+    parser = one_line_parser("lgm-gcp-table", __doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="+", help="run or multirun folders, and optionally table=NAME")
-    parser.add_argument("--out", default=None, help="folder for NAME.md/.csv/.png (default: the first folder)")
+    parser.add_argument("--out", default=None, type=output_path,
+                        help="folder for NAME.md/.csv/.png (default: the first folder)")
     args = parser.parse_args(argv)
     names = [a.split("=", 1)[1] for a in args.inputs if a.startswith("table=")]
     dirs = [a for a in args.inputs if not a.startswith("table=")]
@@ -263,5 +262,5 @@ def cli(argv=None) -> None:
         parser.error("give at least one run or multirun folder")
     try:
         print(make_table(dirs, names[-1] if names else None, Path(args.out or dirs[0])), end="")
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"lgm-gcp-table: error: {e}") from None
+    except UserError as e:
+        fail("lgm-gcp-table", e)

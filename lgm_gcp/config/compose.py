@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import Path
 from typing import List, Sequence
 
 from hydra import compose as hydra_compose
@@ -38,7 +39,29 @@ def _expected_type(object_type: type, key: str) -> str:
     return getattr(hint, "__name__", str(hint).replace("typing.", ""))
 
 
-def _one_line(exc: Exception) -> str:
+def _preset_clash(exc: Exception, cause: Exception, overrides: Sequence[str]) -> str | None:
+    """A preset (``experiment=X``) that sets a key the group option chosen on the command line lacks."""
+    text = str(exc)
+    if not text.startswith("In '") or not isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+        return None
+    source = text[4:].split("'", 1)[0]  # e.g. experiment/lm_vgg16_bn_imagenet_softmax
+    key = cause.full_key
+    group = key.split(".", 1)[0]
+    chosen = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+~") == group]
+    object_type = getattr(cause, "object_type", None)
+    valid = ", ".join(field_names(object_type)) if dataclasses.is_dataclass(object_type) else "?"
+    option = f"{group}={chosen[-1]}" if chosen else f"the {group} option chosen"
+    return (f"{source.replace('/', '=', 1)} (conf/{source}.yaml) sets '{key}', which {option} does not have "
+            f"(its keys: {valid}); drop {option} to keep the preset's {group}, or override the preset's keys")
+
+
+def _one_line(exc: Exception, overrides: Sequence[str] = ()) -> str:
+    deepest = exc  # Hydra chains a preset's composition error as the context, not the cause
+    while (deepest.__cause__ or deepest.__context__) is not None:
+        deepest = deepest.__cause__ or deepest.__context__
+    clash = _preset_clash(exc, deepest, overrides)
+    if clash:
+        return clash
     cause = exc
     while cause.__cause__ is not None:
         cause = cause.__cause__
@@ -70,7 +93,11 @@ def _one_line(exc: Exception) -> str:
 
 def _first_values(overrides: Sequence[str]) -> List[str]:
     """Check every value of each sweep that selects a group option; return one concrete job."""
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        bad = next((o for o in overrides if len(o) > 100), overrides[0] if overrides else "")
+        raise ConfigError(f"cannot parse override '{bad}': {str(e).splitlines()[0]}") from None
     concrete = []
     for text, override in zip(overrides, parsed):
         if not override.is_sweep_override():
@@ -88,23 +115,30 @@ def _first_values(overrides: Sequence[str]) -> List[str]:
 
 
 def compose_with_choices(overrides: Sequence[str] = (), config_name: str = "config",
-                         strict: bool = True) -> tuple:
+                         strict: bool = True, search_path: str | None = None) -> tuple:
     """Compose ``config_name`` with ``overrides`` (sweeps reduced to their first value) and validate.
+    ``search_path``: a folder of extra YAMLs, as ``--config-dir`` gives Hydra.
     Returns (the job config, its config-group choices such as ``{"backbone": "resnet50"}``).
 
     Raises ConfigError with a one-line message on any mistake.
     """
     register_schemas()
     GlobalHydra.instance().clear()
+    concrete = [o for o in overrides if not o.startswith("hydra.")]
+    extra = []
+    if search_path:
+        if not Path(search_path).is_dir():
+            raise ConfigError(f"--config-dir {search_path} is not a folder")
+        extra = [f"hydra.searchpath=[file://{Path(search_path).resolve()}]"]
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         try:
-            concrete = _first_values([o for o in overrides if not o.startswith("hydra.")])
-            cfg = hydra_compose(config_name=config_name, overrides=concrete, return_hydra_config=True)
+            concrete = _first_values(concrete)
+            cfg = hydra_compose(config_name=config_name, overrides=concrete + extra, return_hydra_config=True)
         except ConfigError:
             raise
         except (ConfigCompositionException, MissingConfigException, OverrideParseException,
                 OmegaConfBaseException) as e:
-            raise ConfigError(_one_line(e)) from e
+            raise ConfigError(_one_line(e, concrete)) from e
     choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith(("hydra", "schema"))}
     with open_dict(cfg):
         del cfg["hydra"]
@@ -113,6 +147,7 @@ def compose_with_choices(overrides: Sequence[str] = (), config_name: str = "conf
     return cfg, choices
 
 
-def compose(overrides: Sequence[str] = (), config_name: str = "config", strict: bool = True) -> DictConfig:
+def compose(overrides: Sequence[str] = (), config_name: str = "config", strict: bool = True,
+            search_path: str | None = None) -> DictConfig:
     """The job config of ``compose_with_choices``."""
-    return compose_with_choices(overrides, config_name, strict)[0]
+    return compose_with_choices(overrides, config_name, strict, search_path)[0]

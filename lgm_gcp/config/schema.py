@@ -19,6 +19,55 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+# ----------------------------------------------------------------------------------- value ranges
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric field, checked by ``validate`` after composition (None, ``auto``
+    and other strings are left to the field's own type and use)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself is not valid
+    high_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"{'<' if self.high_open else '<='} {self.high:g}"
+
+
+def _ranged(default: Any, rng: Range) -> Any:
+    return field(default=default, metadata={"range": rng})
+
+
+def count(default: Any = MISSING) -> Any:
+    """A count: an integer >= 1."""
+    return _ranged(default, Range(low=1))
+
+
+def nonneg(default: Any = MISSING) -> Any:
+    """A rate, decay, size or index that may be zero."""
+    return _ranged(default, Range(low=0))
+
+
+def positive(default: Any = MISSING) -> Any:
+    """A strictly positive value (learning rates, variances, clip norms)."""
+    return _ranged(default, Range(low=0, low_open=True))
+
+
+def probability(default: Any = MISSING, high_open: bool = False) -> Any:
+    """A probability or fraction in [0, 1] (or [0, 1))."""
+    return _ranged(default, Range(low=0, high=1, high_open=high_open))
+
 # ----------------------------------------------------------------------------------- dataset
 
 
@@ -27,9 +76,9 @@ class DatasetConfig:
     _target_: str = MISSING
     name: str = MISSING
     root: Optional[str] = None
-    num_classes: int = MISSING
-    image_size: int = MISSING
-    in_channels: int = 3
+    num_classes: int = count()
+    image_size: int = count()
+    in_channels: int = count(3)
     mean: List[float] = MISSING
     std: List[float] = MISSING
     download: bool = False
@@ -39,7 +88,7 @@ class DatasetConfig:
 class InMemoryDatasetConfig(DatasetConfig):
     """Datasets that fit in memory: augmentation runs batched on tensors (the fast path)."""
 
-    pad: int = 0
+    pad: int = nonneg(0)
     pad_mode: str = "zeros"  # zeros | mean (the large-margin CIFAR recipe fills with the mean colour)
     flip: bool = False
     device_augment: bool = True  # crop/flip/normalise on the training device, no worker processes
@@ -47,23 +96,24 @@ class InMemoryDatasetConfig(DatasetConfig):
 
 @dataclass
 class DigitsConfig(InMemoryDatasetConfig):
-    test_fraction: float = 0.25
-    split_seed: int = 0
+    test_fraction: float = _ranged(0.25, Range(0, 1, low_open=True, high_open=True))
+    split_seed: int = nonneg(0)
 
 
 @dataclass
 class SyntheticConfig(InMemoryDatasetConfig):
-    train_size: int = 1024
-    test_size: int = 256
+    train_size: int = count(1024)
+    test_size: int = count(256)
 
 
 @dataclass
 class ImageFolderConfig(DatasetConfig):
     train_dir: str = "train"
     val_dir: str = "val"
-    resize: int = 256
-    color_jitter: float = 0.0
-    lighting: float = 0.0
+    resize: int = count(256)
+    color_jitter: float = nonneg(0.0)
+    lighting: float = nonneg(0.0)
+    skip_bad_images: bool = False  # skip (and count) undecodable files instead of stopping with their path
 
 
 # ----------------------------------------------------------------------------------- backbone
@@ -96,7 +146,7 @@ class CifarBackboneConfig(BackboneConfig):
 
 @dataclass
 class ResNet20Config(BackboneConfig):
-    width: int = 16
+    width: int = count(16)
 
 
 # ----------------------------------------------------------------------------------- head
@@ -105,10 +155,10 @@ class ResNet20Config(BackboneConfig):
 @dataclass
 class HeadConfig:
     _target_: str = MISSING
-    dropout: Any = "auto"  # float, or auto = the backbone recipe's classifier dropout
+    dropout: Any = probability("auto", high_open=True)  # float, or auto = the backbone recipe's dropout
     mlp: Any = "auto"  # list of hidden widths after pooling (VGG recipes), or auto
     mlp_norm: Any = "auto"  # BatchNorm1d in the MLP (the large-margin VGG-16 mod), or auto
-    bottleneck: Optional[int] = None  # a last Linear to this many features, no activation (2-D plots)
+    bottleneck: Optional[int] = count(None)  # a last Linear to this many features, no activation (2-D plots)
 
 
 @dataclass
@@ -118,8 +168,8 @@ class GAPConfig(HeadConfig):
 
 @dataclass
 class CovarianceHeadConfig(HeadConfig):
-    dim: int = 256
-    iterations: int = 5
+    dim: int = count(256)
+    iterations: int = count(5)
     activation: str = "auto"  # relu | relu6 | auto (ReLU6 for MobileNetV2 and ShuffleNetV2)
     sqrt: str = "newton_schulz"  # newton_schulz (iSQRT-COV's function) | eigh (the exact root, for comparison)
     algorithm: str = "auto"  # how newton_schulz is evaluated: auto | matmul | spectral (same values)
@@ -128,8 +178,8 @@ class CovarianceHeadConfig(HeadConfig):
 
 @dataclass
 class ThreeGConfig(CovarianceHeadConfig):
-    blocks: int = 3
-    jitter: float = 1e-7
+    blocks: int = nonneg(3)
+    jitter: float = nonneg(1e-7)
     vec_order: str = "col"
 
 
@@ -144,39 +194,39 @@ class LossConfig:
 @dataclass
 class SoftmaxLossConfig(LossConfig):
     init: str = "auto"  # classifier init: default | normal | auto (the backbone recipe)
-    label_smoothing: float = 0.0
+    label_smoothing: float = probability(0.0)
     class_weights: Optional[List[float]] = None
     ignore_index: int = -100
 
 
 @dataclass
 class LargeMarginLossConfig(SoftmaxLossConfig):
-    reg_lambda: float = 0.3
-    deg_logit: Optional[float] = None
+    reg_lambda: float = nonneg(0.3)
+    deg_logit: Optional[float] = nonneg(None)
 
 
 @dataclass
 class MarginScheduleConfig:
     policy: str = "STEPUP"  # CONSTANT | STEPUP | ADDUP
-    value: float = 0.1
-    step: int = 5000
-    gamma: float = 2.0
-    min: float = 0.0
-    max: float = 1.0
+    value: float = nonneg(0.1)
+    step: int = count(5000)
+    gamma: float = nonneg(2.0)
+    min: float = nonneg(0.0)
+    max: float = nonneg(1.0)
 
 
 @dataclass
 class LGMLossConfig(LossConfig):
     margin: MarginScheduleConfig = field(default_factory=MarginScheduleConfig)
-    likelihood_weight: float = 0.1
+    likelihood_weight: float = nonneg(0.1)
     likelihood_form: str = "half"  # half (Caffe/TF: ½‖x-μ‖²) | full (TPAMI: ‖x-μ‖²) | paper (Σ-scaled + ½log|Σ|)
     covariance: str = "isotropic"  # isotropic | diagonal
     log_det: bool = False
     update_sigma: bool = False
-    sigma_init: float = 1.0
+    sigma_init: float = positive(1.0)
     means_init: str = "msra"  # msra (Caffe CIFAR example) | xavier (Caffe MNIST)
     means_weight_decay: bool = True  # the references decay the means; σ is never decayed
-    means_lr_mult: float = 1.0  # the Caffe CIFAR-100 example uses 2
+    means_lr_mult: float = nonneg(1.0)  # the Caffe CIFAR-100 example uses 2
 
 
 # ----------------------------------------------------------------------------------- lr policy
@@ -185,11 +235,11 @@ class LGMLossConfig(LossConfig):
 @dataclass
 class LRScheduleConfig:
     _target_: str = MISSING
-    base_lr: float = 0.1
-    epochs: int = MISSING
+    base_lr: float = positive(0.1)
+    epochs: int = count()
     per_iteration: bool = False
-    warmup_epochs: float = 0.0
-    warmup_start: float = 0.0  # fraction of base_lr at step 0 of the warmup
+    warmup_epochs: float = nonneg(0.0)
+    warmup_start: float = probability(0.0)  # fraction of base_lr at step 0 of the warmup
 
 
 @dataclass
@@ -199,37 +249,37 @@ class ConstantLRConfig(LRScheduleConfig):
 
 @dataclass
 class CosineLRConfig(LRScheduleConfig):
-    min_lr: float = 0.0
+    min_lr: float = nonneg(0.0)
 
 
 @dataclass
 class MultiStepLRConfig(LRScheduleConfig):
     milestones: List[int] = field(default_factory=lambda: [30, 60, 90])
-    gamma: float = 0.1
+    gamma: float = positive(0.1)
     milestones_in_steps: bool = False
 
 
 @dataclass
 class StepLRConfig(LRScheduleConfig):
-    step_size: int = 30
-    gamma: float = 0.1
+    step_size: int = count(30)
+    gamma: float = positive(0.1)
 
 
 @dataclass
 class ExponentialLRConfig(LRScheduleConfig):
-    gamma: float = 0.98
+    gamma: float = positive(0.98)
 
 
 @dataclass
 class PolynomialLRConfig(LRScheduleConfig):
-    power: float = 2.0
-    length: Optional[float] = None  # epochs over which the polynomial reaches zero (default: epochs)
+    power: float = positive(2.0)
+    length: Optional[float] = positive(None)  # epochs over which the polynomial reaches zero (default: epochs)
     offset: float = 0.0  # epoch offset e0 in (1 - (e - e0)/length)^power
 
 
 @dataclass
 class LogSpacedLRConfig(LRScheduleConfig):
-    final_lr: float = 1e-4
+    final_lr: float = positive(1e-4)
 
 
 @dataclass
@@ -239,7 +289,7 @@ class PiecewiseLinearLRConfig(LRScheduleConfig):
 
 @dataclass
 class LinearLRConfig(LRScheduleConfig):
-    final_lr: float = 0.0
+    final_lr: float = nonneg(0.0)
 
 
 @dataclass
@@ -249,8 +299,8 @@ class GCPPolicyConfig(LRScheduleConfig):
     policy: str = MISSING  # norm | fast | adju
     family: str = MISSING  # resnet | mobilenet_v2 | shufflenet_v2
     strict_paper: bool = True
-    batch_size: int = MISSING
-    weight_decay: float = MISSING
+    batch_size: int = count()
+    weight_decay: float = nonneg()
 
 
 # ----------------------------------------------------------------------------------- optimizer
@@ -260,11 +310,11 @@ class GCPPolicyConfig(LRScheduleConfig):
 class OptimizerConfig:
     _target_: str = MISSING
     _partial_: bool = True
-    momentum: float = 0.9
+    momentum: float = probability(0.9, high_open=True)
     nesterov: bool = False
-    weight_decay: float = 5e-4
+    weight_decay: float = nonneg(5e-4)
     decay_norm_and_bias: bool = True  # the references decay every parameter
-    classifier_lr_mult: float = 1.0
+    classifier_lr_mult: float = nonneg(1.0)
 
 
 # ----------------------------------------------------------------------------------- trainer
@@ -272,26 +322,27 @@ class OptimizerConfig:
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 30
-    max_steps: Optional[int] = None  # end the run here (finished, as a Caffe solver's max_iter); LR by max_epochs
-    batch_size: int = 128  # global batch, split across DDP ranks
-    eval_batch_size: Optional[int] = None
-    devices: Any = 1  # int, or auto (every visible GPU; 1 on CPU)
+    max_epochs: int = count(30)
+    max_steps: Optional[int] = count(None)  # end the run here (finished, as Caffe's max_iter); LR by max_epochs
+    batch_size: int = count(128)  # global batch, split across DDP ranks
+    eval_batch_size: Optional[int] = count(None)
+    devices: Any = count(1)  # int, or auto (every visible GPU; 1 on CPU)
     accelerator: str = "auto"  # auto | cpu | cuda
-    num_workers: int = 0
+    num_workers: int = nonneg(0)
     deterministic: bool = False
     sync_bn: bool = False
-    log_every: int = 20  # steps between TensorBoard scalars
-    eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
-    checkpoint_every: int = 0  # steps between mid-epoch `last` checkpoints; 0 = at epoch ends only
+    log_every: int = count(20)  # steps between TensorBoard scalars
+    eval_every: int = count(1)  # epochs between evaluations (the last epoch is always evaluated)
+    checkpoint_every: int = nonneg(0)  # steps between mid-epoch `last` checkpoints; 0 = at epoch ends only
     auto_resume: bool = True  # resume from <run dir>/checkpoints/last.pt when it exists
     resume: Optional[str] = None  # resume from this checkpoint file instead
     progress: bool = True  # progress bars when stderr is a terminal (never in logs or CI)
     amp: Any = False  # false | bf16 | fp16 (GradScaler for fp16); heads and L-GM distances stay fp32
     channels_last: bool = False
     compile: Any = False  # false | true (inductor) | a torch.compile backend name
-    grad_clip: Optional[float] = None  # max global gradient norm
-    ema_decay: Optional[float] = None  # keep and evaluate an EMA of the weights (e.g. 0.9998)
+    grad_clip: Optional[float] = positive(None)  # max global gradient norm
+    # keep and evaluate an EMA of the weights (e.g. 0.9998)
+    ema_decay: Optional[float] = _ranged(None, Range(0, 1, low_open=True, high_open=True))
     skip_nonfinite: bool = False  # skip steps with a non-finite loss/gradient instead of stopping
     allow_extra: bool = False  # accept keys added with + on schema-backed groups
     force_resume: bool = False  # resume although the config differs from the checkpoint's
@@ -307,7 +358,7 @@ class EvalConfig:
 
 @dataclass
 class RootConfig:
-    seed: int = 0
+    seed: int = nonneg(0)
     eval: EvalConfig = field(default_factory=EvalConfig)
     dataset: Any = MISSING
     backbone: Any = MISSING

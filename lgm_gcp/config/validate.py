@@ -12,9 +12,7 @@ from typing import Any, Iterator, Tuple
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A configuration mistake, reported as one line that names the key and the valid choices."""
+from lgm_gcp.errors import ConfigError
 
 
 def _typed_nodes(node: Any, path: str = "") -> Iterator[Tuple[str, DictConfig, type]]:
@@ -66,3 +64,27 @@ def _validate(cfg: DictConfig, allow_extra: bool | None) -> None:
     if missing:
         raise ConfigError(f"missing value for {', '.join(repr(k) for k in missing)}: set it on the command line")
     OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]), resolve=True)
+    check_ranges(cfg)
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Every numeric field whose schema declares a ``Range`` (counts >= 1, rates >= 0, probabilities
+    in [0, 1], ...) must hold a value inside it; ``None`` and strings such as ``auto`` are skipped.
+    Values set directly are checked before interpolated ones, so the message names the key the user
+    set (``trainer.max_epochs=0``), not one that copies it (``lr_policy.epochs``)."""
+    for interpolated in (False, True):
+        _check_ranges(cfg, interpolated)
+
+
+def _check_ranges(cfg: DictConfig, interpolated: bool) -> None:
+    for path, node, object_type in _typed_nodes(cfg):
+        for f in dataclasses.fields(object_type):
+            rng = f.metadata.get("range")
+            if rng is None or f.name not in node or OmegaConf.is_interpolation(node, f.name) != interpolated:
+                continue
+            value = node[f.name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if not rng.holds(value):
+                key = f"{path}.{f.name}" if path else f.name
+                raise ConfigError(f"{key}={value} is out of range: it must be {rng.describe()}")

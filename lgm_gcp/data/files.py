@@ -9,9 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-
-class DatasetError(FileNotFoundError):
-    """Missing, empty, truncated or mislaid dataset files."""
+from lgm_gcp.errors import DatasetError
 
 
 def find_file(dirs: Sequence[Path], names: Sequence[str], dataset: str, how: str) -> Path:

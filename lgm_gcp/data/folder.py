@@ -3,13 +3,16 @@
 Train: RandomResizedCrop(image_size) + flip (+ ColorJitter and AlexNet-style PCA lighting, as the
 large-margin ImageNet recipe; ColorJitter as the GCP study's ShuffleNetV2 recipe). Eval: Resize(resize)
 + CenterCrop(image_size), or ``eval.ten_crop`` (TenCrop, the softmax averaged over the crops by the
-evaluator), as 3G-Net reports on Places365. Workers decode with PIL through a DataLoader; each rank
+evaluator), as 3G-Net reports on Places365. Workers decode with PIL through a DataLoader (an
+undecodable file stops the run with one line naming it, or is skipped and counted with
+``dataset.skip_bad_images=true``, as users of large scraped sets expect); each rank
 reads its share of every global batch in the same order as the in-memory path (seeded by
 (seed, epoch)); worker RNG is seeded by (seed, epoch, rank).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -18,6 +21,9 @@ from torch.utils.data import DataLoader
 
 from lgm_gcp.data.files import DatasetError
 from lgm_gcp.data.in_memory import epoch_generator
+from lgm_gcp.errors import ConfigError
+
+log = logging.getLogger("lgm_gcp")
 
 # ImageNet RGB principal components (Krizhevsky et al. 2012), used by PCA lighting.
 _EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
@@ -52,6 +58,61 @@ class GlobalBatchSampler:
             yield self.order[start: start + self.local].tolist()
 
 
+def check_folders(name: str, root: str | None, split_dir: str) -> Path:
+    """``<root>/<split_dir>`` must exist and hold class folders with at least one image: one line otherwise."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    path = Path(root or ".") / split_dir
+    if not path.is_dir():
+        raise DatasetError(f"{name}: folder {path} does not exist; expected class sub-folders of images "
+                           f"there (set dataset.root=/path/to/{name})")
+    for class_dir in sorted(p for p in path.iterdir() if p.is_dir()):
+        if any(f.suffix.lower() in IMG_EXTENSIONS for f in class_dir.iterdir()):
+            return path
+    raise DatasetError(f"{name}: {path} holds no class folders with images ({', '.join(IMG_EXTENSIONS)})")
+
+
+def load_image(path: str):
+    """PIL's RGB image, or a one-line DatasetError naming the file (zero-byte, truncated, not an image)."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
+        reason = " ".join(str(e).split())[:160]
+        raise DatasetError(f"{path}: cannot decode this image ({type(e).__name__}: {reason}); replace or delete "
+                           "it, or set dataset.skip_bad_images=true to skip such files") from None
+
+
+class SkippingFolder:
+    """An ImageFolder whose undecodable images come back as None (``dataset.skip_bad_images``)."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.folder[index]
+        except DatasetError:
+            return None, self.folder.samples[index][0]
+
+
+def collate_skipping(batch):
+    """(images, labels, paths of the skipped images)."""
+    from torch.utils.data import default_collate
+
+    good = [item for item in batch if item[0] is not None]
+    bad = [item[1] for item in batch if item[0] is None]
+    if not good:
+        return None, None, bad
+    images, labels = default_collate(good)
+    return images, labels, bad
+
+
 class StackCrops:
     """TenCrop's tuple of PIL crops -> a normalised (10, 3, H, W) tensor."""
 
@@ -68,7 +129,7 @@ class ImageFolderData:
     def __init__(self, name: str, root: str, num_classes: int, image_size: int, mean: Sequence[float],
                  std: Sequence[float], in_channels: int = 3, download: bool = False, train_dir: str = "train",
                  val_dir: str = "val", resize: int = 256, color_jitter: float = 0.0, lighting: float = 0.0,
-                 ten_crop: bool = False, num_workers: int = 4):
+                 ten_crop: bool = False, num_workers: int = 4, skip_bad_images: bool = False):
         from torchvision import datasets
         from torchvision import transforms as T
 
@@ -76,7 +137,7 @@ class ImageFolderData:
             raise DatasetError(f"{name}: dataset.download is not available for image-folder datasets; "
                                f"place the class folders under {root}/{train_dir} and {root}/{val_dir}")
         self.name, self.num_classes, self.in_channels, self.num_workers = name, num_classes, in_channels, num_workers
-        self.ten_crop = ten_crop
+        self.ten_crop, self.skip_bad_images, self.skipped_images = ten_crop, skip_bad_images, []
         normalize = T.Normalize(mean, std)
         train_tf = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
         if color_jitter:
@@ -93,11 +154,9 @@ class ImageFolderData:
         self.test_set = self._folder(datasets, Path(root) / val_dir, eval_tf)
 
     def _folder(self, datasets, path: Path, transform):
-        if not path.is_dir():
-            raise DatasetError(f"{self.name}: folder {path} does not exist; expected class sub-folders of images "
-                               f"there (set dataset.root=/path/to/{self.name})")
+        check_folders(self.name, str(path.parent), path.name)
         try:
-            ds = datasets.ImageFolder(str(path), transform=transform)
+            ds = datasets.ImageFolder(str(path), transform=transform, loader=load_image)
         except (FileNotFoundError, RuntimeError) as e:
             raise DatasetError(f"{self.name}: {path} holds no class folders with images "
                                f"({str(e).splitlines()[0]})") from e
@@ -109,24 +168,43 @@ class ImageFolderData:
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(self.train_set) // batch_size
 
-    def _loader(self, dataset, batch_sampler, seed: int) -> DataLoader:
-        return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=self.num_workers,
-                          pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed),
-                          persistent_workers=False)
+    def _loader(self, dataset, batch_sampler, seed: int, device) -> Iterator:
+        """Batches on ``device``; bad images end the run with one line naming the file, or are skipped
+        (logged, and listed in ``skipped_images``) with ``dataset.skip_bad_images``."""
+        loader = DataLoader(SkippingFolder(dataset) if self.skip_bad_images else dataset,
+                            batch_sampler=batch_sampler, num_workers=self.num_workers,
+                            pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed),
+                            persistent_workers=False, collate_fn=collate_skipping if self.skip_bad_images else None)
+        batches = iter(loader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except DatasetError as e:  # raised in a worker: the message holds its traceback; keep the last line
+                raise DatasetError(str(e).strip().splitlines()[-1].split("DatasetError: ", 1)[-1]) from None
+            if self.skip_bad_images:
+                images, labels, bad = batch
+                for path in bad:
+                    log.warning("skipped an undecodable image: %s", path)
+                self.skipped_images += bad
+                if images is None:
+                    continue
+            else:
+                images, labels = batch
+            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
     def train_batches(self, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
                       device="cpu", skip: int = 0) -> Iterator:
         if batch_size % world_size:
-            raise ValueError(f"trainer.batch_size={batch_size} must be divisible by the {world_size} processes")
+            raise ConfigError(f"trainer.batch_size={batch_size} must be divisible by the {world_size} processes")
         sampler = GlobalBatchSampler(len(self.train_set), batch_size, seed, epoch, rank, world_size, skip)
-        for images, labels in self._loader(self.train_set, sampler, (seed * 1000 + epoch) * 1000 + rank):
-            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        yield from self._loader(self.train_set, sampler, (seed * 1000 + epoch) * 1000 + rank, device)
 
     def test_batches(self, batch_size: int, *, rank: int = 0, world_size: int = 1, device="cpu") -> Iterator:
         shard = torch.arange(len(self.test_set)).tensor_split(world_size)[rank]
         batches = [c.tolist() for c in shard.split(batch_size)]
-        for images, labels in self._loader(self.test_set, batches, 0):
-            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        yield from self._loader(self.test_set, batches, 0, device)
 
     def num_test_batches(self, batch_size: int, world_size: int = 1) -> int:
         n = -(-len(self.test_set) // world_size)

@@ -16,6 +16,8 @@ from typing import Iterator, Sequence, Tuple
 
 import torch
 
+from lgm_gcp.errors import ConfigError, DatasetError
+
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
 
@@ -80,11 +82,11 @@ class InMemoryData(abc.ABC):
         num_workers: int = 0,
     ):
         if ten_crop:
-            raise ValueError(f"eval.ten_crop=true needs an image-folder dataset (imagenet, places365), not {name}")
+            raise ConfigError(f"eval.ten_crop=true needs an image-folder dataset (imagenet, places365), not {name}")
         if not isinstance(root, (str, type(None))):
             root = str(root)
         if pad_mode not in ("zeros", "mean"):
-            raise ValueError(f"dataset.pad_mode={pad_mode!r} is not valid; choose zeros or mean")
+            raise ConfigError(f"dataset.pad_mode={pad_mode!r} is not valid; choose zeros or mean")
         self.name, self.root, self.download = name, root, download
         self.num_classes, self.image_size, self.in_channels = num_classes, image_size, in_channels
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -100,11 +102,12 @@ class InMemoryData(abc.ABC):
     def _check(self) -> None:
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
             if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != self.in_channels:
-                raise ValueError(f"{self.name} {split} images: expected uint8 (N, {self.in_channels}, H, W), got "
+                raise DatasetError(f"{self.name} {split} images: expected uint8 (N, {self.in_channels}, H, W), got "
                                  f"{tuple(x.shape)} {x.dtype}")
             top = int(y.max()) if len(y) else -1
             if top >= self.num_classes:
-                raise ValueError(f"{self.name} {split} labels reach {top}, but dataset.num_classes={self.num_classes}")
+                raise DatasetError(f"{self.name} {split} labels reach {top}, "
+                                   f"but dataset.num_classes={self.num_classes}")
 
     # -------------------------------------------------------------------------------- batches
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -121,7 +124,7 @@ class InMemoryData(abc.ABC):
         """Shuffled, augmented batches of one epoch; ``batch_size`` is the global batch and each rank
         yields its ``batch_size // world_size`` share. The last incomplete batch is dropped."""
         if batch_size % world_size:
-            raise ValueError(f"trainer.batch_size={batch_size} must be divisible by the {world_size} processes")
+            raise ConfigError(f"trainer.batch_size={batch_size} must be divisible by the {world_size} processes")
         g = epoch_generator(seed, epoch)
         order = torch.randperm(len(self.train_y), generator=g)
         local = batch_size // world_size

@@ -19,6 +19,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from lgm_gcp.errors import CheckpointError
+
 # keys that may differ between the checkpoint's config and the resuming run's
 RESUMABLE_CHANGES = (
     "trainer.max_epochs", "trainer.max_steps", "trainer.resume", "trainer.auto_resume", "trainer.progress",
@@ -26,10 +28,6 @@ RESUMABLE_CHANGES = (
     "trainer.force_resume", "trainer.eval_batch_size", "trainer.devices", "trainer.accelerator", "dataset.root",
     "dataset.download", "lr_policy.epochs", "trainer.compile", "trainer.channels_last", "trainer.skip_nonfinite",
 )
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: unreadable, truncated, or from a different config."""
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -103,7 +101,10 @@ def load(path: Path | str) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, wrong format, disallowed pickle
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:120]}); delete it or pass trainer.resume=<good file>") from e
+                              f"{' '.join(str(e).split())[:120]}); delete it or pass trainer.resume=<good file>") from e
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(payload).__name__}, not an lgm-gcp training "
+                              "checkpoint (a dict with model, optimizer, step, epoch)")
     missing = {"model", "optimizer", "step", "epoch"} - set(payload)
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)}: not an lgm-gcp training checkpoint")

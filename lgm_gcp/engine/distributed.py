@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from lgm_gcp.errors import ConfigError
+
 
 @dataclass
 class DistEnv:
@@ -27,9 +29,9 @@ class DistEnv:
 
 def pick_device(accelerator: str, local_rank: int) -> torch.device:
     if accelerator not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"trainer.accelerator={accelerator!r} is not valid; choose auto, cpu or cuda")
+        raise ConfigError(f"trainer.accelerator={accelerator!r} is not valid; choose auto, cpu or cuda")
     if accelerator == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("trainer.accelerator=cuda but no CUDA device is visible; use trainer.accelerator=cpu")
+        raise ConfigError("trainer.accelerator=cuda but no CUDA device is visible; use trainer.accelerator=cpu")
     if accelerator in ("auto", "cuda") and torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)

@@ -11,11 +11,13 @@ import copy
 import torch
 from torch import nn
 
+from lgm_gcp.errors import ConfigError
+
 
 class ModelEma:
     def __init__(self, model: nn.Module, decay: float):
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"trainer.ema_decay={decay} must be in (0, 1), e.g. 0.9998")
+            raise ConfigError(f"trainer.ema_decay={decay} must be in (0, 1), e.g. 0.9998")
         self.decay = decay
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
 

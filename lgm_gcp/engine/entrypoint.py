@@ -22,18 +22,15 @@ from omegaconf import DictConfig, OmegaConf
 from lgm_gcp.config import ConfigError, register_schemas, validate
 from lgm_gcp.config.compose import compose, compose_with_choices
 from lgm_gcp.config.resolvers import unique_dir
-from lgm_gcp.data.files import DatasetError
 from lgm_gcp.engine import distributed
-from lgm_gcp.engine.checkpoint import CheckpointError
 from lgm_gcp.engine.launch import launch, setup_worker_logging
+from lgm_gcp.engine.runlock import check_run_dir
 from lgm_gcp.engine.sweep import SWEEP_DIRS, summary
+from lgm_gcp.errors import UserError, fail
 
 log = logging.getLogger("lgm_gcp")
 register_schemas()
-
-
-# mistakes a user can fix: reported as one line (the cause's message), not as a traceback
-USER_ERRORS = (ConfigError, DatasetError, CheckpointError, FloatingPointError, ValueError)
+PROG = "lgm-gcp-train"
 
 
 @hydra.main(version_base="1.3", config_path="pkg://lgm_gcp.conf", config_name="config")
@@ -45,11 +42,10 @@ def main(cfg: DictConfig) -> float | None:
         hydra_cfg = HydraConfig.get()
         choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith(("hydra", "schema"))}
         summary = launch(container, run_dir, list(hydra_cfg.overrides.task), choices)
-    except USER_ERRORS as e:
+    except UserError as e:  # anything else is a bug in the library and keeps its traceback
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # a sweep goes on with its other jobs and lists this one in its summary
-        log.error("%s: %s", type(e).__name__, e)
-        raise SystemExit(1) from None
+        fail(PROG, e)
     final = summary.get("final") or {}
     log.info("run dir %s: test top-1 %.2f%%", run_dir, final.get("test_top1", float("nan")))
     return final.get("test_top1")
@@ -62,11 +58,17 @@ def _parse(argv):
 
 
 def preflight(argv) -> None:
-    """Compose once (sweeps reduced to their first value, every swept group option checked)."""
+    """Compose once (sweeps reduced to their first value, every swept group option checked, the
+    user's ``--config-dir`` included) and check an explicit run or sweep dir, all before Hydra
+    writes anything."""
     args = _parse(argv)
-    if args.help or args.hydra_help or args.shell_completion or args.info or args.config_dir or args.config_path:
+    if args.help or args.hydra_help or args.shell_completion or args.info or args.config_path:
         return
-    compose(args.overrides)
+    compose(args.overrides, search_path=args.config_dir)
+    for override in args.overrides:
+        key, _, value = override.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir"):
+            check_run_dir(value, key)
 
 
 def torchrun_main(argv) -> None:
@@ -97,8 +99,9 @@ def cli() -> None:
             return
         preflight(argv)
     except ConfigError as e:
-        print(f"lgm-gcp-train: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(PROG, e, status=2)
+    except UserError as e:
+        fail(PROG, e)
     try:
         main()
     except (SystemExit, Exception):

@@ -22,7 +22,11 @@ from typing import Any, Mapping
 import torch
 import torch.multiprocessing as mp
 
+from lgm_gcp import errors
+from lgm_gcp.config.instantiate import locate
+from lgm_gcp.config.schema import GROUPS
 from lgm_gcp.engine.train import run
+from lgm_gcp.errors import ConfigError, UserError
 
 
 def resolve_devices(devices: Any, accelerator: str) -> int:
@@ -32,12 +36,34 @@ def resolve_devices(devices: Any, accelerator: str) -> int:
     try:
         n = int(devices)
     except (TypeError, ValueError):
-        raise ValueError(f"trainer.devices={devices!r} is not valid; give a positive integer or auto") from None
+        raise ConfigError(f"trainer.devices={devices!r} is not valid; give a positive integer or auto") from None
     if n < 1:
-        raise ValueError(f"trainer.devices={n} must be at least 1")
+        raise ConfigError(f"trainer.devices={n} must be at least 1")
+    if accelerator == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.accelerator=cuda but no CUDA device is visible; "
+                          "use trainer.accelerator=cpu (or auto)")
     if accelerator != "cpu" and torch.cuda.is_available() and n > torch.cuda.device_count():
-        raise ValueError(f"trainer.devices={n} but only {torch.cuda.device_count()} GPUs are visible")
+        raise ConfigError(f"trainer.devices={n} but only {torch.cuda.device_count()} GPUs are visible")
     return n
+
+
+def check_targets(cfg: Mapping[str, Any]) -> None:
+    """Every group's ``_target_`` can be imported: one line naming the key otherwise."""
+    for group in GROUPS:
+        node = cfg.get(group)
+        if isinstance(node, Mapping) and "_target_" in node:
+            locate(node["_target_"], group)
+
+
+def check_before_spawning(cfg: Mapping[str, Any], world_size: int) -> None:
+    """What would otherwise fail inside every worker: the batch split and the dataset's files."""
+    batch = cfg["trainer"]["batch_size"]
+    if batch % world_size:
+        raise ConfigError(f"trainer.batch_size={batch} must be divisible by the {world_size} processes "
+                          f"(trainer.devices={world_size}); e.g. trainer.batch_size={batch // world_size * world_size}")
+    from lgm_gcp.data import check_dataset
+
+    check_dataset(cfg["dataset"])
 
 
 def setup_worker_logging(run_dir: Path, rank: int) -> None:
@@ -51,11 +77,16 @@ def setup_worker_logging(run_dir: Path, rank: int) -> None:
     root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 
-def _worker(local_rank: int, world_size: int, port: int, cfg: Mapping, run_dir: str, overrides, choices) -> None:
+def _worker(local_rank: int, world_size: int, port: int, cfg: Mapping, run_dir: str, overrides, choices,
+            user_errors) -> None:
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     setup_worker_logging(Path(run_dir), local_rank)
-    run(cfg, run_dir, overrides, choices)
+    try:
+        run(cfg, run_dir, overrides, choices)
+    except UserError as e:  # the launcher re-raises it as one line; a bug keeps its traceback
+        user_errors.put((type(e).__name__, str(e)))
+        raise
     # Every file is written and closed. Leave without running C++ static destructors: after the
     # process group is gone, gloo's can abort the process ("terminate called without an active
     # exception"), which would turn a finished run into a failed one.
@@ -92,14 +123,23 @@ def launch(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=
     run_dir.mkdir(parents=True, exist_ok=True)
     tcfg = cfg["trainer"]
     n = resolve_devices(tcfg["devices"], tcfg["accelerator"])
+    check_targets(cfg)
     if "WORLD_SIZE" in os.environ or n == 1:  # a single process, or one rank under torchrun
         summary = run(cfg, run_dir, overrides, choices)
     else:
-        context = mp.start_processes(_worker, args=(n, free_port(), dict(cfg), str(run_dir), overrides, choices),
-                                     nprocs=n, join=False, start_method="spawn")
+        check_before_spawning(cfg, n)
+        user_errors = mp.get_context("spawn").SimpleQueue()
+        context = mp.start_processes(_worker, nprocs=n, join=False, start_method="spawn",
+                                     args=(n, free_port(), dict(cfg), str(run_dir), overrides, choices, user_errors))
         with forward_signals(context.processes):
-            while not context.join():
-                pass
+            try:
+                while not context.join():
+                    pass
+            except mp.ProcessException:
+                if not user_errors.empty():
+                    name, message = user_errors.get()
+                    raise getattr(errors, name, UserError)(message) from None
+                raise
         summary = json.loads((run_dir / "metrics.json").read_text())
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

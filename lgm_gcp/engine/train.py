@@ -21,8 +21,10 @@ import torch
 from lgm_gcp.config.instantiate import instantiate
 from lgm_gcp.engine import checkpoint, distributed
 from lgm_gcp.engine.ema import ModelEma
+from lgm_gcp.engine.runlock import RunLock
 from lgm_gcp.engine.runlog import RunLogger, progress
 from lgm_gcp.engine.signals import Preemption
+from lgm_gcp.errors import CheckpointError, ConfigError, NonFiniteError
 from lgm_gcp.models.build import build_model
 from lgm_gcp.optim import set_lr
 
@@ -43,8 +45,10 @@ class Session:
     scaler: torch.amp.GradScaler | None
     ema: ModelEma | None
     logger: RunLogger
-    state: dict  # epoch, step, step_in_epoch, best
+    state: dict  # epoch, step, step_in_epoch, best, epoch_sums (the running epoch's totals)
     preemption: Preemption
+    saved: str = "no checkpoint yet"  # where the last good weights are, for the non-finite message
+    epoch_totals: torch.Tensor | None = None  # this rank's running sums of the epoch in progress
 
     @property
     def trainer(self) -> Mapping[str, Any]:
@@ -110,8 +114,8 @@ def backward_and_step(s: Session, loss: torch.Tensor) -> bool:
             log.warning("step %d: non-finite %s; step skipped", s.state["step"], where)
             s.optimizer.zero_grad(set_to_none=True)
             return False
-        raise FloatingPointError(f"non-finite {where} at step {s.state['step']} (epoch {s.state['epoch']}); "
-                                 "the last good checkpoint is kept (trainer.skip_nonfinite=true skips such steps)")
+        raise NonFiniteError(f"non-finite {where} at step {s.state['step']} (epoch {s.state['epoch']}); the last "
+                             f"finite weights are in {s.saved} (trainer.skip_nonfinite=true skips such steps)")
     if s.scaler is not None:
         s.scaler.step(s.optimizer)
         s.scaler.update()
@@ -129,8 +133,13 @@ def train_one_epoch(s: Session) -> dict:
     s.model.train()
     spe = s.data.steps_per_epoch(tcfg["batch_size"])
     skip = state["step_in_epoch"]
-    totals = torch.zeros(5, dtype=torch.float64, device=s.env.device)  # loss*n, top1, top5, n, skipped
-    start, logs, lr = time.time(), {}, s.schedule(state["step"], spe)
+    # loss*n, top1, top5, n, skipped steps, their images, seconds: a resumed epoch continues the sums its
+    # checkpoint holds (rank 0 holds the all-reduced sums), so its record equals an uninterrupted epoch's
+    saved = state.get("epoch_sums") if skip and s.env.is_main else None
+    totals = torch.tensor(saved or [0.0] * 7, dtype=torch.float64, device=s.env.device)
+    s.epoch_totals = totals
+    bad_images = len(getattr(s.data, "skipped_images", []))
+    start, logs, lr = time.time() - totals[6].item(), {}, s.schedule(state["step"], spe)
     batches = s.data.train_batches(tcfg["batch_size"], seed=s.cfg["seed"], epoch=state["epoch"], rank=s.env.rank,
                                    world_size=s.env.world_size, device=s.env.device, skip=skip)
     for images, targets in progress(batches, spe - skip, f"epoch {state['epoch']}", tcfg["progress"] and s.env.is_main):
@@ -146,8 +155,9 @@ def train_one_epoch(s: Session) -> dict:
             top1, top5 = topk_correct(logits.detach(), targets)
             n = targets.numel()
             loss_sum = loss.detach().double() * n if stepped else totals.new_tensor(0.0)
-            totals += torch.stack([loss_sum, top1.double(), top5.double(), totals.new_tensor(n),
-                                   totals.new_tensor(float(not stepped))])
+            totals[:6] += torch.stack([loss_sum, top1.double(), top5.double(), totals.new_tensor(n),
+                                       totals.new_tensor(float(not stepped)), totals.new_tensor(0.0 if stepped else n)])
+            totals[6] = time.time() - start if s.env.is_main else 0.0
         if s.env.is_main and step % tcfg["log_every"] == 0:
             s.logger.scalars("train", {"loss": loss.item(), "lr": lr, **{k: float(v) for k, v in logs.items()}}, step)
         if tcfg["checkpoint_every"] and state["step"] % tcfg["checkpoint_every"] == 0:
@@ -155,13 +165,17 @@ def train_one_epoch(s: Session) -> dict:
         if s.preemption.requested(s.env.device, s.env.distributed, state["step"]) or (
                 tcfg["max_steps"] is not None and state["step"] >= tcfg["max_steps"]):
             break
+    totals = totals.clone()  # s.epoch_totals keeps this rank's own sums for a mid-epoch checkpoint
     distributed.all_reduce_sum(totals)
     seconds = time.time() - start
     n = max(totals[3].item(), 1.0)
-    return {"train_loss": totals[0].item() / max(n - totals[4].item(), 1.0), "train_top1": 100 * totals[1].item() / n,
-            "train_top5": 100 * totals[2].item() / n, "lr": lr, "train_images": int(totals[3].item()),
-            "skipped_steps": int(totals[4].item()), "train_time_s": seconds,
-            "images_per_s": totals[3].item() / seconds if seconds else 0.0, **{k: float(v) for k, v in logs.items()}}
+    record = {"train_loss": totals[0].item() / max(n - totals[5].item(), 1.0),
+              "train_top1": 100 * totals[1].item() / n, "train_top5": 100 * totals[2].item() / n, "lr": lr,
+              "train_images": int(totals[3].item()), "skipped_steps": int(totals[4].item()), "train_time_s": seconds,
+              "images_per_s": totals[3].item() / seconds if seconds else 0.0, **{k: float(v) for k, v in logs.items()}}
+    if hasattr(s.data, "skipped_images"):  # image folders with dataset.skip_bad_images (this rank's count)
+        record["skipped_images"] = len(s.data.skipped_images) - bad_images
+    return record
 
 
 @torch.inference_mode()
@@ -193,17 +207,24 @@ def evaluate(s: Session, model: torch.nn.Module, prefix: str = "test") -> dict:
 
 
 def save_checkpoint(s: Session) -> None:
-    """``checkpoints/last.pt`` (the previous one kept as ``last-prev.pt``), rank 0, then a barrier."""
+    """``checkpoints/last.pt`` (the previous one kept as ``last-prev.pt``), rank 0, then a barrier.
+    Mid-epoch, the epoch's running sums of every rank go in too (one all-reduce, every rank)."""
+    sums = None
+    if s.epoch_totals is not None and s.state["step_in_epoch"]:
+        sums = s.epoch_totals.clone()
+        distributed.all_reduce_sum(sums)
+        sums = sums.tolist()
     if s.env.is_main:
         payload = {
             "model": checkpoint.unwrap(s.model).state_dict(), "optimizer": s.optimizer.state_dict(),
-            **{k: s.state[k] for k in ("epoch", "step", "step_in_epoch", "best")},
+            **{k: s.state[k] for k in ("epoch", "step", "step_in_epoch", "best")}, "epoch_sums": sums,
             "history": s.logger.history, "wall_time_s": time.time() - s.logger.start, "config": dict(s.cfg),
             "world_size": s.env.world_size, "rng": checkpoint.rng_state(),
             "scaler": s.scaler.state_dict() if s.scaler is not None else None,
             "ema": s.ema.state_dict() if s.ema is not None else None,
         }
         checkpoint.save(s.logger.run_dir / "checkpoints" / "last.pt", payload, keep_previous=True)
+    s.saved = f"{s.logger.run_dir / 'checkpoints' / 'last.pt'} (step {s.state['step']})"
     distributed.barrier()
 
 
@@ -246,8 +267,14 @@ def resume(run_dir: Path, cfg: Mapping[str, Any], env, model, optimizer, scaler,
         return None
     if not tcfg["force_resume"]:
         checkpoint.check_compatible(payload, cfg, env.world_size, path)
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
+    try:
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:  # force_resume across an architecture change
+        text = " ".join(str(e).split()).split("for Network: ", 1)[-1]
+        first = text if len(text) <= 200 else text[:200] + "..."
+        raise CheckpointError(f"cannot resume from {path}: its weights do not fit this network ({first}); "
+                              "use a new run dir") from e
     if scaler is not None and payload.get("scaler"):
         scaler.load_state_dict(payload["scaler"])
     if ema is not None and payload.get("ema"):
@@ -256,7 +283,21 @@ def resume(run_dir: Path, cfg: Mapping[str, Any], env, model, optimizer, scaler,
     if env.is_main:
         log.info("resumed from %s at epoch %d, step %d", path, payload["epoch"], payload["step"])
     state = {k: payload[k] for k in ("epoch", "step", "step_in_epoch", "best")}
+    state["epoch_sums"] = payload.get("epoch_sums")
+    state["loaded_from"] = f"{path} (step {payload['step']})"
     return state, list(payload.get("history", [])), payload.get("wall_time_s", 0.0)
+
+
+def wrap_model(model: torch.nn.Module, env, tcfg: Mapping[str, Any]) -> torch.nn.Module:
+    """SyncBatchNorm (DDP + ``sync_bn``), ``torch.compile`` and DDP, in that order."""
+    if env.distributed and tcfg["sync_bn"]:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if tcfg["compile"]:
+        model = torch.compile(model, **({"backend": tcfg["compile"]} if isinstance(tcfg["compile"], str) else {}))
+    if env.distributed:
+        ids = [env.device.index] if env.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model
 
 
 def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=None) -> dict:
@@ -264,49 +305,45 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
     run_dir = Path(run_dir)
     tcfg = cfg["trainer"]
     if tcfg["amp"] not in AMP_DTYPES:
-        raise ValueError(f"trainer.amp={tcfg['amp']!r} is not valid; choose false, bf16 or fp16")
+        raise ConfigError(f"trainer.amp={tcfg['amp']!r} is not valid; choose false, bf16 or fp16")
     env = distributed.setup(tcfg["accelerator"])
     try:
-        seed_everything(cfg["seed"] + env.rank, tcfg["deterministic"])
+        with RunLock(run_dir, enabled=env.is_main):  # one writer per run folder, for the run's lifetime
+            seed_everything(cfg["seed"] + env.rank, tcfg["deterministic"])
 
-        data = instantiate(cfg["dataset"], ten_crop=cfg["eval"]["ten_crop"], num_workers=tcfg["num_workers"])
-        model = build_model(cfg, data.num_classes, data.in_channels).to(env.device)
-        if tcfg["channels_last"]:
-            model = model.to(memory_format=torch.channels_last)
-        schedule = instantiate(cfg["lr_policy"])
-        optimizer = instantiate(cfg["optimizer"])(model, lr=schedule.base_lr)
-        scaler = torch.amp.GradScaler(env.device.type) if tcfg["amp"] == "fp16" else None
-        ema = ModelEma(model, tcfg["ema_decay"]) if tcfg["ema_decay"] else None
-        state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "best": None}
-        history, extra = [], {"num_parameters": sum(p.numel() for p in model.parameters()),
-                              "world_size": env.world_size}
+            data = instantiate(cfg["dataset"], ten_crop=cfg["eval"]["ten_crop"],
+                               num_workers=tcfg["num_workers"])
+            model = build_model(cfg, data.num_classes, data.in_channels).to(env.device)
+            if tcfg["channels_last"]:
+                model = model.to(memory_format=torch.channels_last)
+            schedule = instantiate(cfg["lr_policy"])
+            optimizer = instantiate(cfg["optimizer"])(model, lr=schedule.base_lr)
+            scaler = torch.amp.GradScaler(env.device.type) if tcfg["amp"] == "fp16" else None
+            ema = ModelEma(model, tcfg["ema_decay"]) if tcfg["ema_decay"] else None
+            state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "best": None}
+            history, extra = [], {"num_parameters": sum(p.numel() for p in model.parameters()),
+                                  "world_size": env.world_size}
 
-        resumed = resume(run_dir, cfg, env, model, optimizer, scaler, ema)
-        if resumed is not None:
-            state, history, extra["wall_time_s"] = resumed
-        if env.is_main:  # only now: a run that fails to start never overwrites an earlier run's files
-            write_run_files(run_dir, cfg, overrides, choices)
+            resumed = resume(run_dir, cfg, env, model, optimizer, scaler, ema)
+            if resumed is not None:
+                state, history, extra["wall_time_s"] = resumed
+            if env.is_main:  # only now: a run that fails to start never overwrites an earlier run's files
+                write_run_files(run_dir, cfg, overrides, choices)
 
-        if env.distributed and tcfg["sync_bn"]:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if tcfg["compile"]:
-            model = torch.compile(model, **({"backend": tcfg["compile"]} if isinstance(tcfg["compile"], str) else {}))
-        if env.distributed:
-            ids = [env.device.index] if env.device.type == "cuda" else None
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-        logger = RunLogger(run_dir, env.is_main, history, extra)
-        status = "failed"
-        with Preemption() as preemption:
-            s = Session(cfg, env, data, model, optimizer, schedule, scaler, ema, logger, state, preemption)
-            try:
-                status = fit(s)
-                if env.distributed:
-                    logger.extra["replica_checksums"], logger.extra["rank_steps"] = replica_states(
-                        model, env, state["step"])
-            finally:
-                logger.close(status)
-        return logger.summary(status)
+            model = wrap_model(model, env, tcfg)
+            logger = RunLogger(run_dir, env.is_main, history, extra)
+            status = "failed"
+            with Preemption() as preemption:
+                s = Session(cfg, env, data, model, optimizer, schedule, scaler, ema, logger, state, preemption,
+                            saved=state.pop("loaded_from", "no checkpoint yet"))
+                try:
+                    status = fit(s)
+                    if env.distributed:
+                        logger.extra["replica_checksums"], logger.extra["rank_steps"] = replica_states(
+                            model, env, state["step"])
+                finally:
+                    logger.close(status)
+            return logger.summary(status)
     finally:
         distributed.teardown(clean=sys.exc_info()[0] is None)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lgm_gcp.errors import ConfigError
+
 INITS = ("default", "normal")
 
 
@@ -12,7 +14,7 @@ def make_linear(in_features: int, num_classes: int, init: str = "default") -> nn
     """Linear(in_features -> num_classes). ``default``: PyTorch's U(±1/sqrt(in)); ``normal``:
     N(0, 0.01) weights and zero bias (the MobileNetV2, VGG and layer13 recipes)."""
     if init not in INITS:
-        raise ValueError(f"loss.init={init!r} is not valid; choose one of {', '.join(INITS)}")
+        raise ConfigError(f"loss.init={init!r} is not valid; choose one of {', '.join(INITS)}")
     fc = nn.Linear(in_features, num_classes)
     if init == "normal":
         nn.init.normal_(fc.weight, 0.0, 0.01)

@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from lgm_gcp.errors import ConfigError
 from lgm_gcp.losses.softmax import SoftmaxLoss
 
 
@@ -37,7 +38,7 @@ def large_margin_loss(logits: torch.Tensor, targets: torch.Tensor, reg_lambda: f
                       deg_logit: float | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
     n, c = logits.shape
     if c < 2:
-        raise ValueError(f"the large-margin loss needs at least 2 classes, got {c}")
+        raise ConfigError(f"the large-margin loss needs at least 2 classes, got {c}")
     if deg_logit:
         valid = (targets != ignore_index)[:, None]
         onehot = F.one_hot(torch.where(valid[:, 0], targets, 0), c).to(logits.dtype) * valid
@@ -59,7 +60,7 @@ class LargeMarginLoss(SoftmaxLoss):
                  class_weights: Sequence[float] | None = None, ignore_index: int = -100, reg_lambda: float = 0.3,
                  deg_logit: float | None = None):
         if num_classes < 2:
-            raise ValueError(f"loss=large_margin needs at least 2 classes; the dataset has {num_classes}")
+            raise ConfigError(f"loss=large_margin needs at least 2 classes; the dataset has {num_classes}")
         super().__init__(in_features, num_classes, init, label_smoothing, class_weights, ignore_index)
         self.reg_lambda, self.deg_logit = reg_lambda, deg_logit
 

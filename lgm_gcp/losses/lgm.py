@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lgm_gcp.errors import ConfigError
 from lgm_gcp.schedules.margin import MarginSchedule
 
 FORMS = ("half", "full", "paper")
@@ -64,11 +65,11 @@ class LGMLoss(nn.Module):
                  means_init: str = "msra", means_weight_decay: bool = True, means_lr_mult: float = 1.0):
         super().__init__()
         if likelihood_form not in FORMS:
-            raise ValueError(f"loss.likelihood_form={likelihood_form!r} is not valid; choose half, full or paper")
+            raise ConfigError(f"loss.likelihood_form={likelihood_form!r} is not valid; choose half, full or paper")
         if covariance not in ("isotropic", "diagonal"):
-            raise ValueError(f"loss.covariance={covariance!r} is not valid; choose isotropic or diagonal")
+            raise ConfigError(f"loss.covariance={covariance!r} is not valid; choose isotropic or diagonal")
         if sigma_init <= 0:
-            raise ValueError(f"loss.sigma_init={sigma_init} must be positive (it is a variance)")
+            raise ConfigError(f"loss.sigma_init={sigma_init} must be positive (it is a variance)")
         self.num_classes, self.in_features = num_classes, in_features
         self.margin = MarginSchedule(**dict(margin or {}))
         self.likelihood_weight, self.likelihood_form, self.log_det = likelihood_weight, likelihood_form, log_det
@@ -79,7 +80,7 @@ class LGMLoss(nn.Module):
             bound = math.sqrt(3.0 / in_features)
             nn.init.uniform_(self.means, -bound, bound)
         else:
-            raise ValueError(f"loss.means_init={means_init!r} is not valid; choose msra or xavier")
+            raise ConfigError(f"loss.means_init={means_init!r} is not valid; choose msra or xavier")
         shape = (num_classes,) if covariance == "isotropic" else (num_classes, in_features)
         self.log_sigma = nn.Parameter(torch.full(shape, math.log(sigma_init)), requires_grad=update_sigma)
         self.log_sigma.no_weight_decay = True

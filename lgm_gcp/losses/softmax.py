@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from lgm_gcp.errors import ConfigError
 from lgm_gcp.losses.base import LinearCriterion
 
 
@@ -17,7 +18,8 @@ class SoftmaxLoss(LinearCriterion):
                  class_weights: Sequence[float] | None = None, ignore_index: int = -100):
         super().__init__(in_features, num_classes, init)
         if class_weights is not None and len(class_weights) != num_classes:
-            raise ValueError(f"loss.class_weights has {len(class_weights)} entries; expected num_classes={num_classes}")
+            raise ConfigError(f"loss.class_weights has {len(class_weights)} entries; "
+                              f"expected num_classes={num_classes}")
         weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", weight, persistent=False)
         self.label_smoothing, self.ignore_index = label_smoothing, ignore_index

@@ -7,9 +7,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Mapping
 
-from hydra.utils import get_class, get_method
-
-from lgm_gcp.config.instantiate import instantiate
+from lgm_gcp.config.instantiate import instantiate, locate
 from lgm_gcp.models.network import Network
 
 DEFAULTS = {"dropout": 0.0, "mlp": (), "mlp_norm": False, "activation": "relu", "init": "default"}
@@ -27,8 +25,8 @@ def _resolve_auto(cfg: Mapping[str, Any], recipe: Mapping[str, Any]) -> dict:
 def build_backbone(backbone_cfg: Mapping[str, Any], head_cfg: Mapping[str, Any], in_channels: int):
     cfg = dict(backbone_cfg)
     if cfg.get("last_stride") == "auto":
-        cfg["last_stride"] = get_class(head_cfg["_target_"]).preferred_last_stride
-    target = get_method(cfg["_target_"])
+        cfg["last_stride"] = locate(head_cfg["_target_"], "head").preferred_last_stride
+    target = locate(cfg["_target_"], "backbone")
     takes = inspect.signature(target).parameters
     if "in_channels" in takes:
         cfg["in_channels"] = in_channels

@@ -14,14 +14,16 @@ import bisect
 import math
 from typing import Sequence
 
+from lgm_gcp.errors import ConfigError
+
 
 class LRSchedule(abc.ABC):
     def __init__(self, base_lr: float, epochs: int, per_iteration: bool = False, warmup_epochs: float = 0.0,
                  warmup_start: float = 0.0):
         if base_lr <= 0:
-            raise ValueError(f"lr_policy.base_lr={base_lr} must be positive")
+            raise ConfigError(f"lr_policy.base_lr={base_lr} must be positive")
         if epochs < 1:
-            raise ValueError(f"lr_policy.epochs={epochs} must be at least 1")
+            raise ConfigError(f"lr_policy.epochs={epochs} must be at least 1")
         self.base_lr, self.epochs, self.per_iteration = float(base_lr), int(epochs), per_iteration
         self.warmup_epochs, self.warmup_start = float(warmup_epochs), float(warmup_start)
 
@@ -130,7 +132,7 @@ class PiecewiseLinear(LRSchedule):
     def __init__(self, knots: Sequence[Sequence[float]], **kw):
         super().__init__(**kw)
         if len(knots) < 1:
-            raise ValueError("lr_policy.knots needs at least one [epoch, lr] pair")
+            raise ConfigError("lr_policy.knots needs at least one [epoch, lr] pair")
         self.knots = sorted((float(k[0]), float(k[1])) for k in knots)
 
     def lr_at(self, e, step):

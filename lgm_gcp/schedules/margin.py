@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from lgm_gcp.errors import ConfigError
+
 POLICIES = ("CONSTANT", "STEPUP", "ADDUP")
 
 
@@ -28,9 +30,9 @@ class MarginSchedule:
 
     def __post_init__(self):
         if self.policy not in POLICIES:
-            raise ValueError(f"loss.margin.policy={self.policy!r} is not valid; choose one of {', '.join(POLICIES)}")
+            raise ConfigError(f"loss.margin.policy={self.policy!r} is not valid; choose one of {', '.join(POLICIES)}")
         if self.step < 1:
-            raise ValueError(f"loss.margin.step={self.step} must be at least 1")
+            raise ConfigError(f"loss.margin.step={self.step} must be at least 1")
 
     def __call__(self, t: int) -> float:
         k = t // self.step

@@ -5,8 +5,7 @@
 
 from __future__ import annotations
 
-import argparse
-
+from lgm_gcp.errors import one_line_parser, output_path, positive_int
 from lgm_gcp.schedules.policies import FAMILIES, POLICIES, gcp_policy, lookup
 
 
@@ -38,10 +37,10 @@ def plot(family: str, out: str, steps_per_epoch: int = 1252, strict_paper: bool 
 
 
 def cli(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="lgm-gcp-plot-lr", description=__doc__.splitlines()[0])
+    parser = one_line_parser("lgm-gcp-plot-lr", __doc__.splitlines()[0])
     parser.add_argument("--family", choices=FAMILIES, default="resnet")
-    parser.add_argument("--out", default=None, help="PNG path (default lr_<family>.png)")
-    parser.add_argument("--steps-per-epoch", type=int, default=1252,
+    parser.add_argument("--out", default=None, type=output_path, help="PNG path (default lr_<family>.png)")
+    parser.add_argument("--steps-per-epoch", type=positive_int, default=1252,
                         help="iterations per epoch (per-iteration policies)")
     parser.add_argument("--clean", action="store_true", help="strict_paper=false: without the (e-1) offset")
     args = parser.parse_args(argv)

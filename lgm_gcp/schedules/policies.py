@@ -23,6 +23,7 @@ Published quirks, reproduced with ``strict_paper=true`` (the default):
 
 from __future__ import annotations
 
+from lgm_gcp.errors import ConfigError
 from lgm_gcp.schedules import lr
 
 _SHUFFLE = {"base_lr": 0.5, "batch_size": 1024, "weight_decay": 4e-5, "per_iteration": True}
@@ -59,9 +60,9 @@ def family_of(backbone_target: str) -> str:
 def lookup(policy: str, family: str, key: str):
     """A table value, for the lr_policy YAMLs' interpolations."""
     if policy not in POLICIES:
-        raise ValueError(f"GCP policy {policy!r} is not valid; choose norm, fast or adju")
+        raise ConfigError(f"GCP policy {policy!r} is not valid; choose norm, fast or adju")
     if family not in FAMILIES:
-        raise ValueError(f"lr_policy={policy} is defined for the {', '.join(FAMILIES)} backbones, not this one "
+        raise ConfigError(f"lr_policy={policy} is defined for the {', '.join(FAMILIES)} backbones, not this one "
                          f"(family {family!r}); set lr_policy.family=resnet to borrow the ResNet policy")
     entry = TABLE[(family, policy)]
     return entry.get(key, False) if key == "per_iteration" else entry[key]

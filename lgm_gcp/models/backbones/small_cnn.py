@@ -6,6 +6,8 @@ from typing import Sequence
 
 from torch import nn
 
+from lgm_gcp.errors import ConfigError
+
 
 def make_norm(kind: str, channels: int) -> nn.Module:
     """``batch``: BatchNorm2d; ``group``: GroupNorm with 8 channels a group (batch-independent, so a
@@ -16,7 +18,7 @@ def make_norm(kind: str, channels: int) -> nn.Module:
         return nn.GroupNorm(max(channels // 8, 1), channels)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"backbone.norm={kind!r} is not valid; choose batch, group or none")
+    raise ConfigError(f"backbone.norm={kind!r} is not valid; choose batch, group or none")
 
 
 class SmallCNN(nn.Sequential):

@@ -16,6 +16,8 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+from lgm_gcp.errors import ConfigError
+
 _CLASSIFIER_PREFIXES = ("fc.", "classifier.")
 
 
@@ -49,7 +51,7 @@ class TorchvisionBackbone(nn.Module):
         prefix = "features." if not next(iter(state)).startswith("features.") else ""
         missing, unexpected = self.load_state_dict({prefix + k: v for k, v in state.items()}, strict=False)
         if unexpected or missing:
-            raise ValueError(f"backbone.weights={path}: {len(missing)} missing and {len(unexpected)} unexpected keys "
+            raise ConfigError(f"backbone.weights={path}: {len(missing)} missing and {len(unexpected)} unexpected keys "
                              f"(e.g. {(missing or unexpected)[:3]}); "
                              "is it a torchvision state_dict of this architecture?")
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lgm_gcp.errors import ConfigError
 from lgm_gcp.models.heads.base import PoolingHead
 
 VEC_ORDERS = ("row", "col")
@@ -51,7 +52,7 @@ def covariance(x: torch.Tensor) -> torch.Tensor:
 def newton_schulz_sqrt(sigma: torch.Tensor, iterations: int = 5) -> torch.Tensor:
     """iSQRT of a batch of SPD/PSD matrices (B, d, d): trace-normalise, N coupled NS steps, ×√trace."""
     if iterations < 1:
-        raise ValueError(f"head.iterations={iterations} must be at least 1")
+        raise ConfigError(f"head.iterations={iterations} must be at least 1")
     d = sigma.shape[-1]
     trace = sigma.diagonal(dim1=-2, dim2=-1).sum(-1).view(-1, 1, 1)
     a = sigma / trace
@@ -120,12 +121,12 @@ class SpectralNewtonSchulz(torch.autograd.Function):
 def isqrt(sigma: torch.Tensor, iterations: int = 5, algorithm: str = "auto") -> torch.Tensor:
     """iSQRT-COV's matrix function of (B, d, d) covariances by the chosen algorithm (same values)."""
     if algorithm not in ALGORITHMS:
-        raise ValueError(f"head.algorithm={algorithm!r} is not valid; choose auto, matmul or spectral")
+        raise ConfigError(f"head.algorithm={algorithm!r} is not valid; choose auto, matmul or spectral")
     if algorithm == "auto":
         algorithm = "matmul" if sigma.is_cuda else "spectral"
     if algorithm == "spectral":
         if iterations < 1:
-            raise ValueError(f"head.iterations={iterations} must be at least 1")
+            raise ConfigError(f"head.iterations={iterations} must be at least 1")
         try:
             return SpectralNewtonSchulz.apply(sigma, iterations)
         except torch.linalg.LinAlgError:  # eigh did not converge: the iteration needs no decomposition
@@ -146,7 +147,7 @@ def triangle_indices(d: int, order: str, device: torch.device) -> torch.Tensor:
     """Flat indices into a d×d matrix. ``row``: upper triangle row by row, (0,0),(0,1),…,(0,d−1),(1,1),…
     (iSQRT-COV). ``col``: upper triangle column by column, (0,0),(0,1),(1,1),(0,2),… (3G-Net)."""
     if order not in VEC_ORDERS:
-        raise ValueError(f"head.vec_order={order!r} is not valid; choose row or col")
+        raise ConfigError(f"head.vec_order={order!r} is not valid; choose row or col")
     key = (d, order, device)
     if key not in _TRI_CACHE:
         r, c = torch.triu_indices(d, d, device=device) if order == "row" else torch.tril_indices(d, d, device=device)
@@ -164,7 +165,7 @@ def reduction_block(in_channels: int, dim: int, activation: str) -> nn.Sequentia
     """1x1 conv (no bias, Kaiming fan_out) + BN(1, 0) + ReLU or ReLU6."""
     acts = {"relu": nn.ReLU, "relu6": nn.ReLU6}
     if activation not in acts:
-        raise ValueError(f"head.activation={activation!r} is not valid; choose relu, relu6 or auto")
+        raise ConfigError(f"head.activation={activation!r} is not valid; choose relu, relu6 or auto")
     conv = nn.Conv2d(in_channels, dim, 1, bias=False)
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     return nn.Sequential(conv, nn.BatchNorm2d(dim), acts[activation](inplace=True))
@@ -178,9 +179,9 @@ class CovarianceSqrt(nn.Module):
                  algorithm: str = "auto"):
         super().__init__()
         if sqrt not in SQRTS:
-            raise ValueError(f"head.sqrt={sqrt!r} is not valid; choose newton_schulz or eigh")
+            raise ConfigError(f"head.sqrt={sqrt!r} is not valid; choose newton_schulz or eigh")
         if algorithm not in ALGORITHMS:
-            raise ValueError(f"head.algorithm={algorithm!r} is not valid; choose auto, matmul or spectral")
+            raise ConfigError(f"head.algorithm={algorithm!r} is not valid; choose auto, matmul or spectral")
         triangle_indices(2, vec_order, torch.device("cpu"))  # validates the order now
         self.iterations, self.sqrt, self.vec_order, self.jitter = iterations, sqrt, vec_order, jitter
         self.algorithm = algorithm

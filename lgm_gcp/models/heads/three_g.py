@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lgm_gcp.errors import ConfigError
 from lgm_gcp.models.heads.base import PoolingHead
 from lgm_gcp.models.heads.covariance import CovarianceSqrt, reduction_block
 
@@ -65,7 +66,7 @@ class ThreeGHead(PoolingHead):
                  dropout: float = 0.0, mlp=(), mlp_norm: bool = False, bottleneck: int | None = None):
         super().__init__()
         if blocks < 0:
-            raise ValueError(f"head.blocks={blocks} must be >= 0")
+            raise ConfigError(f"head.blocks={blocks} must be >= 0")
         self.reduce = reduction_block(in_channels, dim, activation)
         self.blocks = nn.ModuleList(ReweightBlock(dim) for _ in range(blocks))
         self.cov = CovarianceSqrt(iterations, sqrt, vec_order, jitter, algorithm)
