@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import torch
 import torch.multiprocessing as mp
+from torch.multiprocessing.spawn import ProcessException
 
 from lgm_gcp import errors
 from lgm_gcp.config.instantiate import locate
@@ -128,6 +129,8 @@ def launch(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=
         summary = run(cfg, run_dir, overrides, choices)
     else:
         check_before_spawning(cfg, n)
+        # when one rank fails, torch terminates the others and warns about each; the failure itself is reported
+        logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
         user_errors = mp.get_context("spawn").SimpleQueue()
         context = mp.start_processes(_worker, nprocs=n, join=False, start_method="spawn",
                                      args=(n, free_port(), dict(cfg), str(run_dir), overrides, choices, user_errors))
@@ -135,7 +138,7 @@ def launch(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=
             try:
                 while not context.join():
                     pass
-            except mp.ProcessException:
+            except ProcessException:
                 if not user_errors.empty():
                     name, message = user_errors.get()
                     raise getattr(errors, name, UserError)(message) from None
