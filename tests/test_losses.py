@@ -210,6 +210,27 @@ def test_lgm_scales_to_gcp_features_without_a_bcd_tensor():
     assert torch.isfinite(crit.means.grad).all()
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+def test_lgm_float32_logits_stay_accurate_on_trained_like_features(autocast):
+    """GCP-sized features (D = 32,896) near their class means, all means sharing a positive offset
+    as post-ReLU covariance features do: ‖x − μ‖² ≈ D·1e-4 ≈ 3.3 while ‖x‖² ≈ D ≈ 32,896, so the
+    expanded form ‖x‖² − 2x·μ + ‖μ‖² would lose ~1e-2 relative in float32. Against float64 the
+    logits must stay within 1e-5 relative (of the largest logit), also under bf16 autocast."""
+    torch.manual_seed(0)
+    d, classes = 32896, 20
+    crit = LGMLoss(d, classes)
+    with torch.no_grad():
+        crit.means.copy_(1.0 + 0.05 * torch.randn(classes, d))
+    y = torch.arange(16) % classes
+    x = crit.means.detach()[y] + 0.01 * torch.randn(16, d)
+    x64, mu64 = x.double(), crit.means.detach().double()
+    exact = -0.5 * (x64.square().sum(1, keepdim=True) - 2 * x64 @ mu64.T + mu64.square().sum(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        got = crit.logits(x)
+    assert got.dtype == torch.float32
+    assert ((got.double() - exact).abs().max() / exact.abs().max()).item() < 1e-5  # the expanded form: 1.4e-4
+
+
 def test_lgm_sigma_frozen_by_default_and_never_decayed():
     crit = LGMLoss(4, 3)
     assert not crit.log_sigma.requires_grad and crit.log_sigma.no_weight_decay
@@ -257,6 +278,29 @@ def large_margin_reference(z, y, reg_lambda=0.3, deg_logit=0.0):
     q = [math.exp(v) / norm for v in others]
     r = 0.5 * sum((qj - 1 / len(q)) * math.log(qj) for qj in q)
     return ce, r, ce + reg_lambda * r
+
+
+def caffe_margin(schedule: MarginSchedule, t: int) -> float:
+    """The Caffe solver's loop: every ``step`` iterations, v ← clamp(v·γ or v + γ, min, max)."""
+    v = schedule.value
+    for i in range(1, t + 1):
+        if schedule.policy != "CONSTANT" and i % schedule.step == 0:
+            grown = v * schedule.gamma if schedule.policy == "STEPUP" else v + schedule.gamma
+            v = min(max(grown, schedule.min), schedule.max)
+    return v
+
+
+@pytest.mark.parametrize("policy", ["STEPUP", "ADDUP"])
+@pytest.mark.parametrize("value", [0.0, 0.001, 0.1, 0.5, 2.0])  # below min, inside, above max
+def test_margin_schedule_equals_the_caffe_loop_for_every_start_value(policy, value):
+    """E.g. STEPUP from 0.001 with min 0.01, γ 2: Caffe gives 0.01, 0.02, 0.04 at k = 1, 2, 3, where
+    clamp(0.001 · 2^k) would give 0.01, 0.01, 0.01."""
+    for gamma, low, high in [(2.0, 0.01, 1.0), (0.5, 0.2, 0.3), (1.0, 0.0, 1.0), (10.0, 0.2, 0.3), (0.0, 0.05, 1.0)]:
+        schedule = MarginSchedule(policy, value=value, step=10, gamma=gamma, min=low, max=high)
+        for t in range(0, 120, 3):
+            assert schedule(t) == pytest.approx(caffe_margin(schedule, t), abs=1e-12), (gamma, low, high, t)
+    stepup = MarginSchedule("STEPUP", value=0.001, step=10, gamma=2.0, min=0.01, max=1.0)
+    assert [stepup(10 * k) for k in (1, 2, 3)] == pytest.approx([0.01, 0.02, 0.04])
 
 
 LM_TABLE = [

@@ -1,12 +1,15 @@
 """The L-GM margin α as a pure function of the global training step (Caffe ``margin_mul``).
 
-CONSTANT: α = value.  STEPUP: α = clamp(value · γ^⌊t/step⌋, min, max).
-ADDUP: α = clamp(value + γ·⌊t/step⌋, min, max).  t is the 0-based global training step.
+Caffe updates the value every ``step`` iterations, clamping each update:
+CONSTANT: α = value.  STEPUP: α_k = clamp(α_{k−1} · γ, min, max).  ADDUP: α_k = clamp(α_{k−1} + γ, min, max),
+with α_0 = value (never clamped) and k = ⌊t/step⌋, t the 0-based global training step.
+After the first update α lies in [min, max], and from there the updates are monotone (γ ≥ 0), so
+α_k = clamp(f^{k−1}(α_1)) in closed form: equal to Caffe's step-by-step clamp for every start value,
+also one outside [min, max] (where clamp(f^k(value)) would not be).
 
-As in Caffe the initial value is never clamped, and ``max`` defaults to 1, which caps every
-growing schedule. The Caffe layer counts its own forward calls and restarts the schedule when a
-run is resumed from a snapshot; being a function of the restored global step, this one continues
-it (a deliberate fix).
+``max`` defaults to 1, which caps every growing schedule. The Caffe layer counts its own forward
+calls and restarts the schedule when a run is resumed from a snapshot; being a function of the
+restored global step, this one continues it (a deliberate fix).
 """
 
 from __future__ import annotations
@@ -34,9 +37,17 @@ class MarginSchedule:
         if self.step < 1:
             raise ConfigError(f"loss.margin.step={self.step} must be at least 1")
 
+    def _update(self, value: float, times: int) -> float:
+        """f^times(value) without clamping: value·γ^times (STEPUP) or value + γ·times (ADDUP)."""
+        grown = value * self.gamma**times if self.policy == "STEPUP" else value + self.gamma * times
+        return grown if math.isfinite(grown) else math.inf
+
+    def _clamp(self, value: float) -> float:
+        return min(max(value, self.min), self.max)
+
     def __call__(self, t: int) -> float:
         k = t // self.step
         if self.policy == "CONSTANT" or k == 0:
             return self.value
-        grown = self.value * self.gamma**k if self.policy == "STEPUP" else self.value + self.gamma * k
-        return min(max(grown, self.min), self.max) if math.isfinite(grown) else self.max
+        first = self._clamp(self._update(self.value, 1))  # Caffe's first clamped update
+        return self._clamp(self._update(first, k - 1))
