@@ -412,5 +412,6 @@ def test_fused_squared_distances_gradcheck_and_agree_with_broadcast():
 
     x = torch.randn(5, 4, dtype=D64, requires_grad=True)
     mu = torch.randn(3, 4, dtype=D64, requires_grad=True)
-    assert torch.autograd.gradcheck(SquaredDistances.apply, (x, mu))
-    torch.testing.assert_close(SquaredDistances.apply(x, mu), (x[:, None] - mu[None]).square().sum(-1))
+    for centre in (torch.zeros(4, dtype=D64), mu.detach().mean(0), torch.randn(4, dtype=D64) * 3):
+        assert torch.autograd.gradcheck(lambda a, b, c=centre: SquaredDistances.apply(a, b, c), (x, mu))
+        torch.testing.assert_close(SquaredDistances.apply(x, mu, centre), (x[:, None] - mu[None]).square().sum(-1))
