@@ -96,3 +96,33 @@ def test_unknown_table_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli([str(tmp_path), "table=nope"])
     assert "unknown table 'nope'; valid: " in capsys.readouterr().err
+
+
+# What each reference reported: the GCP study and 3G-Net validate model_best.pth.tar, the
+# large-margin scripts print the best test error over epochs, Caffe's L-GM solver tests its last
+# snapshot; the demo reports its last epoch.
+REFERENCE_TAKES = {"gcp_imagenet": "best", "g3net": "best", "large_margin_imagenet": "best",
+                   "large_margin_cifar": "best", "lgm_cifar100": "final", "digits_demo": "final"}
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_each_table_takes_the_epoch_its_reference_reported_and_says_so(name, tmp_path):
+    from lgm_gcp.analysis.table import make_table
+
+    table = load_table(name)
+    assert table.take == REFERENCE_TAKES[name]
+    text = make_table([tmp_path], name, tmp_path)
+    assert f"from the {table.take} epoch of each run" in text
+    assert {row["epoch"] for row in csv.DictReader(open(tmp_path / f"{name}.csv"))} == {table.take}
+
+
+def test_best_take_scores_the_best_epoch_not_the_last(tmp_path):
+    """A run whose test top-1 went 50 -> 70 -> 60: the best take scores 70, the final take 60."""
+    from lgm_gcp.analysis.table import Run, _score
+
+    epochs = [{"epoch": i, "test_top1": v} for i, v in enumerate((50.0, 70.0, 60.0))]
+    metrics = {"status": "finished", "epochs": epochs, "best": epochs[1], "final": epochs[2]}
+    run_ = Run(tmp_path, {}, {}, metrics)
+    best, final = load_table("g3net"), load_table("lgm_cifar100")
+    assert _score(run_, final)[0] == 60.0
+    assert _score(run_, best)[0] == 100.0 - 70.0  # g3net reports errors

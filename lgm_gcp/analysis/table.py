@@ -169,7 +169,9 @@ def render_markdown(table: TableConfig, cells: Sequence[Cell]) -> str:
     n = 2 if table.second_metric else 1
     what = table.metric + (f" / {table.second_metric}" if table.second_metric else "")
     kind = "error (100 − accuracy)" if table.error else "accuracy"
-    lines = [f"### {table.title}", "", f"{what}, {kind} in %, {table.take} epoch; mean ± std over seeds."
+    epoch = ("the best epoch of each run (highest test top-1), as the reference reported" if table.take == "best"
+             else "the final epoch of each run, as the reference reported")
+    lines = [f"### {table.title}", "", f"{what}, {kind} in %, from {epoch}; mean ± std over seeds."
              + (f" Published: {table.source}." if table.source else ""), ""]
     columns = list(table.columns.labels.values())
     lines.append("| | " + " | ".join(columns) + " |")
@@ -185,12 +187,12 @@ def write_csv(path: Path, table: TableConfig, cells: Sequence[Cell]) -> None:
     names = [table.metric] + ([table.second_metric] if table.second_metric else [])
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["row", "column", "status", "n"] + [f"{m}_{s}" for m in names for s in ("mean", "std")]
+        w.writerow(["row", "column", "status", "n", "epoch"] + [f"{m}_{s}" for m in names for s in ("mean", "std")]
                    + [f"{m}_published" for m in names] + [f"{m}_delta" for m in names] + ["runs"])
         for cell in cells:
             stats = [cell.stats(i) if cell.scores else (math.nan, math.nan) for i in range(n)]
             pub = list(_published_numbers(cell.published)) + [math.nan] * n
-            w.writerow([cell.row, cell.column, cell.status, len(cell.scores)]
+            w.writerow([cell.row, cell.column, cell.status, len(cell.scores), table.take]
                        + [v for s in stats for v in s] + pub[:n] + [stats[i][0] - pub[i] for i in range(n)]
                        + [";".join(str(r.path) for r in cell.runs)])
 
