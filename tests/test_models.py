@@ -121,3 +121,38 @@ def test_torchvision_weights_load(tmp_path):
     torch.save(tvm.resnet34().state_dict(), tmp_path / "r34.pth")
     with pytest.raises(Exception, match="96 unexpected keys"):
         build("resnet18", "gap", 10, f"backbone.weights={tmp_path / 'r34.pth'}")
+
+
+def test_large_margin_vgg16_preset_is_torchvisions_vgg16_bn():
+    """The large-margin ImageNet VGG-16 row flattens the 7x7x512 maps into Linear(25088 -> 4096), as
+    torchvision's vgg16_bn does: the same 138,365,992 parameters, layer for layer."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose
+
+    cfg = OmegaConf.to_container(compose("experiment=lm_vgg16_bn_imagenet_softmax"), resolve=True)
+    with torch.device("meta"):
+        model = build_model(cfg, 1000, 3)
+    reference = tvm.vgg16_bn()
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters()) == 138_365_992
+    ours = [tuple(p.shape) for p in model.parameters()]
+    assert ours == [tuple(p.shape) for p in reference.parameters()]
+    head = build("vgg16_bn", "flatten", 10).head
+    assert head(torch.randn(2, 512, 7, 7)).shape == (2, 4096) and head.post[2].p == 0.5
+
+
+def test_vgg16_mod_is_built_as_the_large_margin_reference():
+    """vgg16bow_bn: VGG-16-BN convs + a 1x1 conv 512 -> 4096 with bias + BN, GAP, FC 4096 -> BN -> ReLU
+    -> FC. Count at 1000 classes: torchvision's conv part 14,723,136 + 1x1 conv 512·4096 + 4096 +
+    BN 2·4096 + FC 4096·4096 + 4096 + BN1d 2·4096 + FC 4096·1000 + 1000 = 37,719,080. Every conv and
+    linear starts from N(0, 0.01) with zero bias; every BatchNorm has eps 1e-4."""
+    conv_part = sum(p.numel() for p in tvm.vgg16_bn().features.parameters())
+    expected = conv_part + 512 * 4096 + 4096 + 2 * 4096 + 4096 * 4096 + 4096 + 2 * 4096 + 4096 * 1000 + 1000
+    assert expected == 37_719_080
+    model = build("vgg16_mod", "gap", 1000)
+    assert sum(p.numel() for p in model.parameters()) == expected
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert len(norms) == 15 and all(m.eps == 1e-4 for m in norms)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            assert m.weight.std().item() == pytest.approx(0.01, rel=0.15) and m.bias.abs().sum() == 0

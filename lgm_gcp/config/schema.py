@@ -157,13 +157,18 @@ class HeadConfig:
     _target_: str = MISSING
     dropout: Any = probability("auto", high_open=True)  # float, or auto = the backbone recipe's dropout
     mlp: Any = "auto"  # list of hidden widths after pooling (VGG recipes), or auto
-    mlp_norm: Any = "auto"  # BatchNorm1d in the MLP (the large-margin VGG-16 mod), or auto
+    mlp_norm: Any = "auto"  # BatchNorm1d in the MLP: true, or its eps (the large-margin VGG-16 mod: 1e-4), or auto
     bottleneck: Optional[int] = count(None)  # a last Linear to this many features, no activation (2-D plots)
 
 
 @dataclass
 class GAPConfig(HeadConfig):
     pass
+
+
+@dataclass
+class FlattenConfig(HeadConfig):
+    size: int = count(7)  # adaptive-pool to size x size, then flatten (torchvision's VGG)
 
 
 @dataclass
@@ -407,7 +412,7 @@ SCHEMAS = {
         "cifar": CifarBackboneConfig,
         "resnet20": ResNet20Config,
     },
-    "head": {"gap": GAPConfig, "covariance": CovarianceHeadConfig, "3g": ThreeGConfig},
+    "head": {"gap": GAPConfig, "flatten": FlattenConfig, "covariance": CovarianceHeadConfig, "3g": ThreeGConfig},
     "loss": {"softmax": SoftmaxLossConfig, "large_margin": LargeMarginLossConfig, "lgm": LGMLossConfig},
     "lr_policy": {
         "constant": ConstantLRConfig,

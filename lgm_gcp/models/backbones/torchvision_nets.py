@@ -143,14 +143,20 @@ def vgg16_bn(last_stride: Any = 2, cifar_stem: bool = False, weights: str | None
 
 
 def vgg16_mod(last_stride: Any = 1, cifar_stem: bool = False, weights: str | None = None, in_channels: int = 3):
-    """The large-margin paper's "VGG-16 mod": VGG-16-BN whose last max-pool is replaced by a 1x1 conv
-    to 4096 channels + BN + ReLU (``last_stride`` is fixed by that design). Recipe: after pooling,
-    FC 4096 -> BN -> ReLU, then the classifier."""
+    """The large-margin paper's "VGG-16 mod" (its ``vgg16bow_bn``): VGG-16-BN whose last max-pool is
+    replaced by a 1x1 conv (with bias) to 4096 channels + BN + ReLU (``last_stride`` is fixed by that
+    design). As the reference builds it, every conv and linear layer starts from N(0, 0.01) with zero
+    biases and every BatchNorm has eps 1e-4. Recipe: after pooling, FC 4096 -> BN(eps 1e-4) -> ReLU,
+    then the classifier, N(0, 0.01). 37,719,080 parameters at 1000 classes with GAP."""
     features = tvm.vgg16_bn().features[:-1]
-    conv = nn.Conv2d(512, 4096, 1, bias=False)
-    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-    features.extend([conv, nn.BatchNorm2d(4096), nn.ReLU(inplace=True)])
-    recipe = {"mlp": [4096], "mlp_norm": True, "init": "normal"}
+    features.extend([nn.Conv2d(512, 4096, 1), nn.BatchNorm2d(4096), nn.ReLU(inplace=True)])
+    for m in features.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.eps = 1e-4
+    recipe = {"mlp": [4096], "mlp_norm": 1e-4, "init": "normal"}
     return _finish(TorchvisionBackbone(features, 4096, recipe), weights)
 
 

@@ -12,7 +12,8 @@ class PoolingHead(nn.Module):
     """Subclasses set ``self.pool`` (maps -> (B, pooled_features)) and call ``_finish(pooled_features)``.
 
     ``mlp``: hidden widths of Linear-ReLU-Dropout blocks after pooling (the VGG recipes);
-    ``mlp_norm``: insert BatchNorm1d before each ReLU, and no dropout (the large-margin "VGG-16 mod").
+    ``mlp_norm``: insert BatchNorm1d before each ReLU, and no dropout (the large-margin "VGG-16 mod");
+    ``true`` for PyTorch's eps 1e-5, or the eps itself (that recipe uses 1e-4).
     ``dropout``: with an MLP, after each hidden ReLU (VGG's classifier); without one, on the pooled
     vector, which then goes to the bottleneck if there is one, else to the classifier.
     ``bottleneck``: a last Linear to this many features with no activation (the L-GM paper's 2-D
@@ -27,7 +28,8 @@ class PoolingHead(nn.Module):
         for width in mlp or ():
             layers.append(nn.Linear(d, width))
             if mlp_norm:
-                layers.append(nn.BatchNorm1d(width))
+                eps = 1e-5 if isinstance(mlp_norm, bool) else float(mlp_norm)
+                layers.append(nn.BatchNorm1d(width, eps=eps))
             layers.append(nn.ReLU(inplace=True))
             if dropout and not mlp_norm:
                 layers.append(nn.Dropout(dropout))
