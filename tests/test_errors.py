@@ -101,6 +101,9 @@ RANGE_CASES = [
     ("head=gcp", "head.iterations=0"), ("loss=lgm", "loss.sigma_init=0"), ("loss=lgm", "loss.margin.step=0"),
     ("loss=large_margin", "loss.reg_lambda=-1"), ("seed=-1",), ("lr_policy=multistep", "lr_policy.gamma=0"),
 ]
+CHOICE_CASES = [("eval.ten_crop_average=mean",), ("head=gcp", "head.activation=gelu"), ("trainer.accelerator=tpu",),
+                ("loss=lgm", "loss.margin.policy=STEPDOWN"), ("dataset.pad_mode=reflect",), ("loss.init=xavier",),
+                ("backbone.norm=layer",), ("head=gcp", "head.algorithm=svd")]
 
 
 @pytest.mark.parametrize("overrides", RANGE_CASES, ids=[" ".join(c) for c in RANGE_CASES])
@@ -108,6 +111,13 @@ def test_out_of_range_values_are_refused_in_one_line(overrides, capfd, monkeypat
     status, lines = call(train_cli(), overrides, capfd, monkeypatch, tmp_path)
     assert_one_line(status, lines, 2, overrides[-1], "out of range")
     assert not (tmp_path / "outputs").exists()  # nothing ran, nothing was written
+
+
+@pytest.mark.parametrize("overrides", CHOICE_CASES, ids=[" ".join(c) for c in CHOICE_CASES])
+def test_unknown_string_values_are_refused_in_one_line(overrides, capfd, monkeypatch, tmp_path):
+    status, lines = call(train_cli(), overrides, capfd, monkeypatch, tmp_path)
+    assert_one_line(status, lines, 2, overrides[-1], "is not valid; choose one of")
+    assert not (tmp_path / "outputs").exists()
 
 
 # ------------------------------------------------------------------- 2. checked before spawning workers
@@ -141,10 +151,11 @@ def test_what_can_be_checked_before_spawning_is(case, capfd, monkeypatch, tmp_pa
 
 @pytest.mark.slow
 def test_an_error_inside_a_worker_reaches_the_user_as_one_line(capfd, monkeypatch, tmp_path):
-    overrides = [*QUICK, "trainer.devices=2", "backbone.norm=group", "loss=lgm", "loss.margin.policy=STEPDOWN",
-                 "hydra.run.dir=run"]
-    status, lines = call(train_cli(), overrides, capfd, monkeypatch, tmp_path)
-    assert_one_line(status, lines, 1, "loss.margin.policy='STEPDOWN'")
+    """A resume refused inside the DDP workers (the config changed) is one line, not a traceback."""
+    ddp = [*QUICK, "trainer.devices=2", "backbone.norm=group", "hydra.run.dir=run"]
+    assert call(train_cli(), [*ddp, "trainer.max_steps=5"], capfd, monkeypatch, tmp_path)[0] == 0
+    status, lines = call(train_cli(), [*ddp, "optimizer.weight_decay=0.001"], capfd, monkeypatch, tmp_path)
+    assert_one_line(status, lines, 1, "cannot resume from", "optimizer.weight_decay: 0.0005 -> 0.001")
 
 
 # ------------------------------------------------------------------- 3. data errors name the file

@@ -183,3 +183,23 @@ def test_progress_bars_only_on_a_terminal(monkeypatch):
     bar = progress(items, 2, "epoch 0", enabled=True)
     assert bar is not items and list(bar) == items
     assert progress(items, 2, "epoch 0", enabled=False) is items
+
+
+def test_ten_crop_average_of_logits_or_of_softmax():
+    """Three crops of one image with logits (5, 0), (5, 0), (0, 20). Averaging the logits gives
+    (10/3, 20/3): class 1. Averaging the softmax gives ((2·0.99331 + 2e-9)/3, (2·0.00669 + 1)/3) =
+    (0.66221, 0.33779): class 0. The 3G-Net Places365 presets average logits, as its script does."""
+    import math
+
+    from lgm_gcp.engine.train import ten_crop_logits
+
+    from conftest import compose
+
+    crops = torch.tensor([[5.0, 0.0], [5.0, 0.0], [0.0, 20.0]])
+    torch.testing.assert_close(ten_crop_logits(crops, 3, "logits"), torch.tensor([[10 / 3, 20 / 3]]))
+    p5 = 1 / (1 + math.exp(-5))
+    expected = [(2 * p5 + 1 / (1 + math.exp(20))) / 3, (2 * (1 - p5) + 1 / (1 + math.exp(-20))) / 3]
+    torch.testing.assert_close(ten_crop_logits(crops, 3, "softmax").exp(), torch.tensor([expected]))
+    for preset in ("g3_resnet50_places365", "g3_resnet101_places365"):
+        assert compose(f"experiment={preset}").eval.ten_crop_average == "logits"
+    assert compose().eval.ten_crop_average == "softmax"

@@ -49,6 +49,11 @@ def _ranged(default: Any, rng: Range) -> Any:
     return field(default=default, metadata={"range": rng})
 
 
+def one_of(default: Any, *options: str) -> Any:
+    """A string field with a fixed set of valid values, checked at start-up like a range."""
+    return field(default=default, metadata={"choices": options})
+
+
 def count(default: Any = MISSING) -> Any:
     """A count: an integer >= 1."""
     return _ranged(default, Range(low=1))
@@ -89,7 +94,7 @@ class InMemoryDatasetConfig(DatasetConfig):
     """Datasets that fit in memory: augmentation runs batched on tensors (the fast path)."""
 
     pad: int = nonneg(0)
-    pad_mode: str = "zeros"  # zeros | mean (the large-margin CIFAR recipe fills with the mean colour)
+    pad_mode: str = one_of("zeros", "zeros", "mean")  # mean: the large-margin CIFAR recipe fills with the mean colour
     flip: bool = False
     device_augment: bool = True  # crop/flip/normalise on the training device, no worker processes
 
@@ -127,7 +132,7 @@ class BackboneConfig:
 @dataclass
 class SmallCNNConfig(BackboneConfig):
     widths: List[int] = field(default_factory=lambda: [32, 64, 128])
-    norm: str = "batch"  # batch | group | none
+    norm: str = one_of("batch", "batch", "group", "none")
 
 
 @dataclass
@@ -175,17 +180,17 @@ class FlattenConfig(HeadConfig):
 class CovarianceHeadConfig(HeadConfig):
     dim: int = count(256)
     iterations: int = count(5)
-    activation: str = "auto"  # relu | relu6 | auto (ReLU6 for MobileNetV2 and ShuffleNetV2)
-    sqrt: str = "newton_schulz"  # newton_schulz (iSQRT-COV's function) | eigh (the exact root, for comparison)
-    algorithm: str = "auto"  # how newton_schulz is evaluated: auto | matmul | spectral (same values)
-    vec_order: str = "row"  # row (iSQRT-COV checkpoints) | col (3G-Net checkpoints)
+    activation: str = one_of("auto", "auto", "relu", "relu6")  # auto: ReLU6 for MobileNetV2 and ShuffleNetV2
+    sqrt: str = one_of("newton_schulz", "newton_schulz", "eigh")  # eigh: the exact root, for comparison
+    algorithm: str = one_of("auto", "auto", "matmul", "spectral")  # how newton_schulz is evaluated (same values)
+    vec_order: str = one_of("row", "row", "col")  # row: iSQRT-COV checkpoints; col: 3G-Net checkpoints
 
 
 @dataclass
 class ThreeGConfig(CovarianceHeadConfig):
     blocks: int = nonneg(3)
     jitter: float = nonneg(1e-7)
-    vec_order: str = "col"
+    vec_order: str = one_of("col", "row", "col")
 
 
 # ----------------------------------------------------------------------------------- loss
@@ -198,7 +203,7 @@ class LossConfig:
 
 @dataclass
 class SoftmaxLossConfig(LossConfig):
-    init: str = "auto"  # classifier init: default | normal | auto (the backbone recipe)
+    init: str = one_of("auto", "auto", "default", "normal")  # classifier init; auto: the backbone recipe
     label_smoothing: float = probability(0.0)
     class_weights: Optional[List[float]] = None
     ignore_index: int = -100
@@ -212,7 +217,7 @@ class LargeMarginLossConfig(SoftmaxLossConfig):
 
 @dataclass
 class MarginScheduleConfig:
-    policy: str = "STEPUP"  # CONSTANT | STEPUP | ADDUP
+    policy: str = one_of("STEPUP", "CONSTANT", "STEPUP", "ADDUP")
     value: float = nonneg(0.1)
     step: int = count(5000)
     gamma: float = nonneg(2.0)
@@ -224,12 +229,13 @@ class MarginScheduleConfig:
 class LGMLossConfig(LossConfig):
     margin: MarginScheduleConfig = field(default_factory=MarginScheduleConfig)
     likelihood_weight: float = nonneg(0.1)
-    likelihood_form: str = "half"  # half (Caffe/TF: ½‖x-μ‖²) | full (TPAMI: ‖x-μ‖²) | paper (Σ-scaled + ½log|Σ|)
-    covariance: str = "isotropic"  # isotropic | diagonal
+    # half (Caffe/TF: ½‖x-μ‖²) | full (TPAMI: ‖x-μ‖²) | paper (Σ-scaled + ½log|Σ|)
+    likelihood_form: str = one_of("half", "half", "full", "paper")
+    covariance: str = one_of("isotropic", "isotropic", "diagonal")
     log_det: bool = False
     update_sigma: bool = False
     sigma_init: float = positive(1.0)
-    means_init: str = "msra"  # msra (Caffe CIFAR example) | xavier (Caffe MNIST)
+    means_init: str = one_of("msra", "msra", "xavier")  # msra: Caffe CIFAR example; xavier: Caffe MNIST
     means_weight_decay: bool = True  # the references decay the means; σ is never decayed
     means_lr_mult: float = nonneg(1.0)  # the Caffe CIFAR-100 example uses 2
 
@@ -332,7 +338,7 @@ class TrainerConfig:
     batch_size: int = count(128)  # global batch, split across DDP ranks
     eval_batch_size: Optional[int] = count(None)
     devices: Any = count(1)  # int, or auto (every visible GPU; 1 on CPU)
-    accelerator: str = "auto"  # auto | cpu | cuda
+    accelerator: str = one_of("auto", "auto", "cpu", "cuda")
     num_workers: int = nonneg(0)
     deterministic: bool = False
     sync_bn: bool = False
@@ -358,7 +364,8 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    ten_crop: bool = False  # TenCrop evaluation, softmax averaged (image-folder datasets)
+    ten_crop: bool = False  # TenCrop evaluation (image-folder datasets)
+    ten_crop_average: str = one_of("softmax", "softmax", "logits")  # what is averaged over the ten crops
 
 
 @dataclass

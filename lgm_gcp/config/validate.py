@@ -79,12 +79,17 @@ def check_ranges(cfg: DictConfig) -> None:
 def _check_ranges(cfg: DictConfig, interpolated: bool) -> None:
     for path, node, object_type in _typed_nodes(cfg):
         for f in dataclasses.fields(object_type):
-            rng = f.metadata.get("range")
-            if rng is None or f.name not in node or OmegaConf.is_interpolation(node, f.name) != interpolated:
+            rng, options = f.metadata.get("range"), f.metadata.get("choices")
+            if (rng is None and options is None) or f.name not in node \
+                    or OmegaConf.is_interpolation(node, f.name) != interpolated:
                 continue
             value = node[f.name]
+            key = f"{path}.{f.name}" if path else f.name
+            if options is not None:
+                if value not in options:
+                    raise ConfigError(f"{key}={value} is not valid; choose one of {', '.join(options)}")
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             if not rng.holds(value):
-                key = f"{path}.{f.name}" if path else f.name
                 raise ConfigError(f"{key}={value} is out of range: it must be {rng.describe()}")

@@ -178,10 +178,21 @@ def train_one_epoch(s: Session) -> dict:
     return record
 
 
+def ten_crop_logits(crop_logits: torch.Tensor, crops: int, average: str) -> torch.Tensor:
+    """(B·crops, K) -> (B, K): the mean of the crops' logits, or the log of the mean of their softmax."""
+    per_image = crop_logits.view(-1, crops, crop_logits.shape[1])
+    if average == "logits":
+        return per_image.mean(1)
+    if average == "softmax":
+        return per_image.softmax(2).mean(1).clamp_min(1e-12).log()
+    raise ConfigError(f"eval.ten_crop_average={average!r} is not valid; choose softmax or logits")
+
+
 @torch.inference_mode()
 def evaluate(s: Session, model: torch.nn.Module, prefix: str = "test") -> dict:
     """Loss (plain CE of the margin-free prediction logits, comparable across losses), top-1 and
-    top-5 (%). Ten-crop batches (B, crops, C, H, W) average the softmax. Every test image counts
+    top-5 (%). Ten-crop batches (B, crops, C, H, W) average the softmax probabilities, or the logits
+    with ``eval.ten_crop_average=logits`` (3G-Net's Places365 evaluation). Every test image counts
     exactly once across ranks."""
     tcfg = s.trainer
     model.eval()
@@ -192,9 +203,8 @@ def evaluate(s: Session, model: torch.nn.Module, prefix: str = "test") -> dict:
                                     tcfg["progress"] and s.env.is_main):
         with s.autocast():
             if images.dim() == 5:
-                b, n = images.shape[:2]
-                probs = model(s.memory_format(images.flatten(0, 1))).float().softmax(1).view(b, n, -1).mean(1)
-                logits = probs.clamp_min(1e-12).log()
+                logits = ten_crop_logits(model(s.memory_format(images.flatten(0, 1))).float(), images.shape[1],
+                                         s.cfg["eval"]["ten_crop_average"])
             else:
                 logits = model(s.memory_format(images)).float()
         loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
