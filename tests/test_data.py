@@ -192,3 +192,15 @@ def test_image_folder_errors_name_the_path(tmp_path):
 def test_ten_crop_refused_on_in_memory_datasets(tmp_path):
     with pytest.raises(ValueError, match="eval.ten_crop=true needs an image-folder dataset"):
         run(resolved("eval.ten_crop=true", *TINY_TRAIN), tmp_path)
+
+
+def test_large_margin_cifar10_pads_with_int_255_mean(tmp_path):
+    """The reference fills the padding with int(255·mean): 255·(0.4914, 0.4822, 0.4465) =
+    (125.31, 122.96, 113.86) -> (125, 122, 113), not the rounded (125, 123, 114)."""
+    from lgm_gcp.config.instantiate import instantiate
+
+    make_cifar(tmp_path)
+    cfg = resolved("experiment=lm_layer13_cifar10_softmax", f"dataset.root={tmp_path}")
+    assert cfg["dataset"]["mean"] == [0.4914, 0.4822, 0.4465]
+    assert instantiate(cfg["dataset"]).pad_fill.tolist() == [125, 122, 113]
+    assert instantiate(resolved("dataset=cifar10", f"dataset.root={tmp_path}")["dataset"]).pad_fill is None  # zeros

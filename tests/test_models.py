@@ -156,3 +156,17 @@ def test_vgg16_mod_is_built_as_the_large_margin_reference():
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             assert m.weight.std().item() == pytest.approx(0.01, rel=0.15) and m.bias.abs().sum() == 0
+
+
+def test_gcp_reduction_conv_init_follows_each_reference():
+    """ResNet/MobileNetV2 references: Kaiming normal, fan_out, so std = sqrt(2 / 256) = 0.088 at
+    d = 256. The GCP study's ShuffleNetV2 initialises nothing itself: PyTorch's default
+    U(±1/sqrt(fan_in)) with fan_in 1024, std = (1/32)/sqrt(3) = 0.018."""
+    torch.manual_seed(0)
+    shuffle = build("shufflenet_v2", "gcp", 10).head.reduce[0].weight
+    resnet = build("resnet18", "gcp", 10).head.reduce[0].weight
+    assert shuffle.std().item() == pytest.approx((1 / 32) / 3**0.5, rel=0.05)
+    assert shuffle.abs().max().item() <= 1 / 32
+    assert resnet.std().item() == pytest.approx((2 / 256) ** 0.5, rel=0.05)
+    explicit = build("shufflenet_v2", "gcp", 10, "head.reduce_init=kaiming").head.reduce[0].weight
+    assert explicit.std().item() == pytest.approx((2 / 256) ** 0.5, rel=0.05)

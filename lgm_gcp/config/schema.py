@@ -184,6 +184,8 @@ class CovarianceHeadConfig(HeadConfig):
     sqrt: str = one_of("newton_schulz", "newton_schulz", "eigh")  # eigh: the exact root, for comparison
     algorithm: str = one_of("auto", "auto", "matmul", "spectral")  # how newton_schulz is evaluated (same values)
     vec_order: str = one_of("row", "row", "col")  # row: iSQRT-COV checkpoints; col: 3G-Net checkpoints
+    # the 1x1 reduction conv's init; auto: the backbone recipe (PyTorch's default on ShuffleNetV2)
+    reduce_init: str = one_of("auto", "auto", "kaiming", "default")
 
 
 @dataclass

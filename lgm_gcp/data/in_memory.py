@@ -109,6 +109,12 @@ class InMemoryData(abc.ABC):
                 raise DatasetError(f"{self.name} {split} labels reach {top}, "
                                    f"but dataset.num_classes={self.num_classes}")
 
+    @property
+    def pad_fill(self) -> torch.Tensor | None:
+        """The padding colour of ``pad_mode=mean``: int(255·mean) per channel, as the large-margin
+        reference computes it (CIFAR-10: 125, 122, 113); None pads with zeros."""
+        return (self.mean.flatten() * 255).floor().to(torch.uint8) if self.pad_mode == "mean" else None
+
     # -------------------------------------------------------------------------------- batches
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float().div_(255.0)
@@ -128,7 +134,7 @@ class InMemoryData(abc.ABC):
         g = epoch_generator(seed, epoch)
         order = torch.randperm(len(self.train_y), generator=g)
         local = batch_size // world_size
-        fill = (self.mean.flatten() * 255).round().to(torch.uint8) if self.pad_mode == "mean" else None
+        fill = self.pad_fill
         for step in range(self.steps_per_epoch(batch_size)):
             idx = order[step * batch_size : (step + 1) * batch_size]
             # every rank draws the whole global batch's augmentation (so all consume the generator

@@ -10,7 +10,8 @@ from typing import Any, Mapping
 from lgm_gcp.config.instantiate import instantiate, locate
 from lgm_gcp.models.network import Network
 
-DEFAULTS = {"dropout": 0.0, "mlp": (), "mlp_norm": False, "activation": "relu", "init": "default"}
+DEFAULTS = {"dropout": 0.0, "mlp": (), "mlp_norm": False, "activation": "relu", "init": "default",
+            "reduce_init": "kaiming"}
 
 
 def _resolve_auto(cfg: Mapping[str, Any], recipe: Mapping[str, Any]) -> dict:

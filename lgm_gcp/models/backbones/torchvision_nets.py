@@ -121,7 +121,8 @@ def _shufflenet_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def shufflenet_v2(last_stride: Any = 2, cifar_stem: bool = False, weights: str | None = None, in_channels: int = 3):
     """ShuffleNetV2 x1.0 through conv5 (464 -> 1024, BN, ReLU). Recipe: default Linear init, no
-    dropout, GCP reduction with ReLU6."""
+    dropout, GCP reduction with ReLU6 and PyTorch's default init of its 1x1 conv (as the GCP study's
+    ShuffleNetV2, which initialises no layer itself)."""
     net = tvm.shufflenet_v2_x1_0()
     del net.fc
     if last_stride == 1:
@@ -129,7 +130,8 @@ def shufflenet_v2(last_stride: Any = 2, cifar_stem: bool = False, weights: str |
     if cifar_stem:
         net.conv1[0].stride = (1, 1)
         net.maxpool = nn.Identity()
-    return _finish(TorchvisionBackbone(net, 1024, {"activation": "relu6"}, _shufflenet_forward), weights)
+    recipe = {"activation": "relu6", "reduce_init": "default"}
+    return _finish(TorchvisionBackbone(net, 1024, recipe, _shufflenet_forward), weights)
 
 
 def vgg16_bn(last_stride: Any = 2, cifar_stem: bool = False, weights: str | None = None, in_channels: int = 3):

@@ -161,13 +161,18 @@ def triu_vec(c: torch.Tensor, order: str = "row") -> torch.Tensor:
     return c.reshape(c.shape[0], d * d).index_select(1, triangle_indices(d, order, c.device))
 
 
-def reduction_block(in_channels: int, dim: int, activation: str) -> nn.Sequential:
-    """1x1 conv (no bias, Kaiming fan_out) + BN(1, 0) + ReLU or ReLU6."""
+def reduction_block(in_channels: int, dim: int, activation: str, conv_init: str = "kaiming") -> nn.Sequential:
+    """1x1 conv (no bias) + BN(1, 0) + ReLU or ReLU6. ``conv_init``: ``kaiming`` (fan_out, as the
+    ResNet and MobileNetV2 references initialise it) or ``default`` (PyTorch's, which the GCP study's
+    ShuffleNetV2 keeps)."""
     acts = {"relu": nn.ReLU, "relu6": nn.ReLU6}
     if activation not in acts:
         raise ConfigError(f"head.activation={activation!r} is not valid; choose relu, relu6 or auto")
+    if conv_init not in ("kaiming", "default"):
+        raise ConfigError(f"head.reduce_init={conv_init!r} is not valid; choose kaiming, default or auto")
     conv = nn.Conv2d(in_channels, dim, 1, bias=False)
-    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    if conv_init == "kaiming":
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     return nn.Sequential(conv, nn.BatchNorm2d(dim), acts[activation](inplace=True))
 
 
@@ -206,9 +211,9 @@ class IsqrtCovHead(PoolingHead):
 
     def __init__(self, in_channels: int, dim: int = 256, iterations: int = 5, activation: str = "relu",
                  sqrt: str = "newton_schulz", algorithm: str = "auto", vec_order: str = "row", dropout: float = 0.0,
-                 mlp=(), mlp_norm: bool = False, bottleneck: int | None = None):
+                 mlp=(), mlp_norm: bool = False, bottleneck: int | None = None, reduce_init: str = "kaiming"):
         super().__init__()
-        self.reduce = reduction_block(in_channels, dim, activation) if dim else nn.Identity()
+        self.reduce = reduction_block(in_channels, dim, activation, reduce_init) if dim else nn.Identity()
         d = dim or in_channels
         self.pool = nn.Sequential(self.reduce, CovarianceSqrt(iterations, sqrt, vec_order, algorithm=algorithm))
         self._finish(d * (d + 1) // 2, dropout, mlp, mlp_norm, bottleneck)

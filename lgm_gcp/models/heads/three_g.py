@@ -63,11 +63,12 @@ class ThreeGHead(PoolingHead):
 
     def __init__(self, in_channels: int, dim: int = 256, blocks: int = 3, iterations: int = 5, activation: str = "relu",
                  sqrt: str = "newton_schulz", algorithm: str = "auto", vec_order: str = "col", jitter: float = 1e-7,
-                 dropout: float = 0.0, mlp=(), mlp_norm: bool = False, bottleneck: int | None = None):
+                 dropout: float = 0.0, mlp=(), mlp_norm: bool = False, bottleneck: int | None = None,
+                 reduce_init: str = "kaiming"):
         super().__init__()
         if blocks < 0:
             raise ConfigError(f"head.blocks={blocks} must be >= 0")
-        self.reduce = reduction_block(in_channels, dim, activation)
+        self.reduce = reduction_block(in_channels, dim, activation, reduce_init)
         self.blocks = nn.ModuleList(ReweightBlock(dim) for _ in range(blocks))
         self.cov = CovarianceSqrt(iterations, sqrt, vec_order, jitter, algorithm)
         self.pool = self._pool
