@@ -170,3 +170,56 @@ def test_gcp_reduction_conv_init_follows_each_reference():
     assert resnet.std().item() == pytest.approx((2 / 256) ** 0.5, rel=0.05)
     explicit = build("shufflenet_v2", "gcp", 10, "head.reduce_init=kaiming").head.reduce[0].weight
     assert explicit.std().item() == pytest.approx((2 / 256) ** 0.5, rel=0.05)
+
+
+TORCHVISION = ["resnet18", "resnet50", "resnext50", "mobilenet_v2", "shufflenet_v2", "vgg16_bn", "vgg16_mod",
+               "densenet169"]
+
+
+@pytest.mark.parametrize("backbone", TORCHVISION)
+def test_every_torchvision_backbone_honours_in_channels(backbone):
+    """A grey (MNIST-like) or 4-band input reaches the first conv of every ImageNet backbone."""
+    for channels in (1, 4):
+        net = build_model(resolved(f"backbone={backbone}", "head=gap"), 5, channels).eval()
+        with torch.no_grad():
+            assert net(torch.randn(2, channels, 64, 64)).shape == (2, 5)
+
+
+def test_adapted_input_conv_sums_or_repeats_the_rgb_kernel():
+    """timm's rule: 1 channel gets w_R + w_G + w_B; n channels get the RGB kernel repeated, × 3/n."""
+    from lgm_gcp.models.backbones.torchvision_nets import adapt_input_conv
+
+    conv = nn.Conv2d(3, 2, 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, 2.0, 4.0]).view(1, 3, 1, 1).repeat(2, 1, 1, 1))
+    assert adapt_input_conv(conv, 1).weight[0].flatten().tolist() == [7.0]
+    assert adapt_input_conv(conv, 6).weight[0].flatten().tolist() == [0.5, 1.0, 2.0, 0.5, 1.0, 2.0]
+    assert adapt_input_conv(conv, 2).weight[0].flatten().tolist() == [1.5, 3.0]
+    assert torch.equal(adapt_input_conv(conv, 2).bias, conv.bias)
+
+
+@pytest.mark.parametrize("backbone,stem", [("resnet18", "conv1"), ("mobilenet_v2", "0.0")])
+def test_torchvision_weights_then_a_grey_stem(backbone, stem, tmp_path):
+    reference = getattr(tvm, backbone)()
+    torch.save(reference.state_dict(), tmp_path / "w.pth")
+    model = build_model(resolved(f"backbone={backbone}", "head=gap", f"backbone.weights={tmp_path / 'w.pth'}"), 5, 1)
+    first = model.backbone.features.get_submodule(stem) if backbone != "mobilenet_v2" else model.backbone.features[0][0]
+    reference_first = reference.conv1 if backbone == "resnet18" else reference.features[0][0]
+    torch.testing.assert_close(first.weight, reference_first.weight.sum(1, keepdim=True))
+
+
+@pytest.mark.parametrize("backbone", TORCHVISION)
+def test_every_torchvision_backbone_honours_or_refuses_cifar_stem(backbone):
+    """With the CIFAR stem a 32x32 image keeps more of its resolution; VGG refuses in one line."""
+    from lgm_gcp.errors import ConfigError
+
+    def maps(*extra):
+        net = build_model(resolved(f"backbone={backbone}", "head=gap", *extra), 5, 3).backbone.eval()
+        with torch.no_grad():
+            return net(torch.randn(1, 3, 32, 32)).shape[-1]
+
+    if backbone.startswith("vgg"):
+        with pytest.raises(ConfigError, match=f"{backbone} has no CIFAR stem"):
+            maps("backbone.cifar_stem=true")
+    else:
+        assert maps("backbone.cifar_stem=true") > maps()

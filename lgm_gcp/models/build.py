@@ -29,7 +29,7 @@ def build_backbone(backbone_cfg: Mapping[str, Any], head_cfg: Mapping[str, Any],
         cfg["last_stride"] = locate(head_cfg["_target_"], "head").preferred_last_stride
     target = locate(cfg["_target_"], "backbone")
     takes = inspect.signature(target).parameters
-    if "in_channels" in takes:
+    if "in_channels" in takes or any(p.kind is p.VAR_KEYWORD for p in takes.values()):
         cfg["in_channels"] = in_channels
     return instantiate(cfg)
 

@@ -4,7 +4,12 @@ cut before their pooling and classifier, with the paper's stride changes.
 ``last_stride=1`` removes the last downsampling (ResNets: conv5_x, as iSQRT-COV / 3G-Net / the GCP
 study do, 14x14 maps at 224²; VGG: the last max-pool; DenseNet: the last transition pool;
 MobileNetV2 / ShuffleNetV2: their last stride-2 stage, which the GCP study does *not* change).
-``cifar_stem=True`` swaps a ResNet's 7x7/2 stem + max-pool for a 3x3/1 conv (32² inputs).
+``cifar_stem=True`` keeps 32² inputs from shrinking to nothing: ResNets swap their 7x7/2 stem +
+max-pool for a 3x3/1 conv, DenseNet likewise, MobileNetV2 and ShuffleNetV2 make their first conv
+stride 1 (ShuffleNetV2 also drops its max-pool); VGG has no CIFAR stem (use ``layer13``) and refuses.
+``in_channels`` other than 3 replaces the first conv, as timm's ``in_chans`` does: after any weights
+are loaded, its kernel is summed over the RGB channels (1 channel) or repeated and scaled by
+3/in_channels (more), so pretrained filters keep their response to a grey or multi-band image.
 ``weights``: a local torchvision-format state_dict file; classifier keys are ignored, nothing downloads.
 """
 
@@ -61,10 +66,44 @@ def _resnet_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return net.layer4(net.layer3(net.layer2(net.layer1(x))))
 
 
-def _finish(backbone: TorchvisionBackbone, weights: str | None) -> TorchvisionBackbone:
+def adapt_input_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A copy of ``conv`` taking ``in_channels`` inputs: the RGB kernel summed (1 channel), or
+    repeated over the channels and scaled by 3/in_channels (timm's rule)."""
+    if in_channels == conv.in_channels:
+        return conv
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None)
+    with torch.no_grad():
+        w = conv.weight
+        if in_channels == 1:
+            new.weight.copy_(w.sum(1, keepdim=True))
+        else:
+            repeats = -(-in_channels // w.shape[1])
+            new.weight.copy_(w.repeat(1, repeats, 1, 1)[:, :in_channels] * (w.shape[1] / in_channels))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def _finish(backbone: TorchvisionBackbone, weights: str | None, in_channels: int = 3,
+            stem: tuple | None = None) -> TorchvisionBackbone:
+    """Load torchvision weights, then adapt the first conv ``getattr(stem[0], stem[1])`` (or
+    ``stem[0][stem[1]]``) to ``in_channels``."""
     if weights:
         backbone.load_torchvision_weights(weights)
+    if in_channels != 3 and stem is not None:
+        parent, key = stem
+        if isinstance(key, int):
+            parent[key] = adapt_input_conv(parent[key], in_channels)
+        else:
+            setattr(parent, key, adapt_input_conv(getattr(parent, key), in_channels))
     return backbone
+
+
+def _no_cifar_stem(name: str, cifar_stem: bool) -> None:
+    if cifar_stem:
+        raise ConfigError(f"backbone.cifar_stem=true: {name} has no CIFAR stem (its five max-pools take 32x32 "
+                          "inputs to 1x1); use backbone=layer13 or a ResNet for CIFAR, or cifar_stem=false")
 
 
 def _resnet(builder, last_stride: Any = 2, cifar_stem: bool = False, weights: str | None = None, in_channels: int = 3):
@@ -72,14 +111,12 @@ def _resnet(builder, last_stride: Any = 2, cifar_stem: bool = False, weights: st
     del net.fc, net.avgpool
     if last_stride == 1:
         set_stride_one(net.layer4)
-    if cifar_stem or in_channels != 3:
-        net.conv1 = nn.Conv2d(in_channels, 64, 3 if cifar_stem else 7, 1 if cifar_stem else 2,
-                              1 if cifar_stem else 3, bias=False)
+    if cifar_stem:
+        net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
-        if cifar_stem:
-            net.maxpool = nn.Identity()
+        net.maxpool = nn.Identity()
     out = net.layer4[-1].conv3.out_channels if hasattr(net.layer4[-1], "conv3") else net.layer4[-1].conv2.out_channels
-    return _finish(TorchvisionBackbone(net, out, {}, _resnet_forward), weights)
+    return _finish(TorchvisionBackbone(net, out, {}, _resnet_forward), weights, in_channels, (net, "conv1"))
 
 
 def resnet18(**kw):
@@ -111,7 +148,7 @@ def mobilenet_v2(last_stride: Any = 2, cifar_stem: bool = False, weights: str | 
     if cifar_stem:
         features[0][0].stride = (1, 1)
     recipe = {"dropout": 0.2, "init": "normal", "activation": "relu6"}
-    return _finish(TorchvisionBackbone(features, 1280, recipe), weights)
+    return _finish(TorchvisionBackbone(features, 1280, recipe), weights, in_channels, (features[0], 0))
 
 
 def _shufflenet_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -131,17 +168,18 @@ def shufflenet_v2(last_stride: Any = 2, cifar_stem: bool = False, weights: str |
         net.conv1[0].stride = (1, 1)
         net.maxpool = nn.Identity()
     recipe = {"activation": "relu6", "reduce_init": "default"}
-    return _finish(TorchvisionBackbone(net, 1024, recipe, _shufflenet_forward), weights)
+    return _finish(TorchvisionBackbone(net, 1024, recipe, _shufflenet_forward), weights, in_channels, (net.conv1, 0))
 
 
 def vgg16_bn(last_stride: Any = 2, cifar_stem: bool = False, weights: str | None = None, in_channels: int = 3):
     """VGG-16-BN conv layers; ``last_stride=1`` drops the last max-pool (14x14, as MPN-COV VGG does).
     Recipe: MLP 4096-4096 with ReLU + Dropout(0.5), Linear N(0, 0.01)."""
+    _no_cifar_stem("vgg16_bn", cifar_stem)
     features = tvm.vgg16_bn().features
     if last_stride == 1:
         features = features[:-1]
     recipe = {"mlp": [4096, 4096], "dropout": 0.5, "init": "normal"}
-    return _finish(TorchvisionBackbone(features, 512, recipe), weights)
+    return _finish(TorchvisionBackbone(features, 512, recipe), weights, in_channels, (features, 0))
 
 
 def vgg16_mod(last_stride: Any = 1, cifar_stem: bool = False, weights: str | None = None, in_channels: int = 3):
@@ -150,6 +188,7 @@ def vgg16_mod(last_stride: Any = 1, cifar_stem: bool = False, weights: str | Non
     design). As the reference builds it, every conv and linear layer starts from N(0, 0.01) with zero
     biases and every BatchNorm has eps 1e-4. Recipe: after pooling, FC 4096 -> BN(eps 1e-4) -> ReLU,
     then the classifier, N(0, 0.01). 37,719,080 parameters at 1000 classes with GAP."""
+    _no_cifar_stem("vgg16_mod", cifar_stem)
     features = tvm.vgg16_bn().features[:-1]
     features.extend([nn.Conv2d(512, 4096, 1), nn.BatchNorm2d(4096), nn.ReLU(inplace=True)])
     for m in features.modules():
@@ -159,7 +198,7 @@ def vgg16_mod(last_stride: Any = 1, cifar_stem: bool = False, weights: str | Non
         elif isinstance(m, nn.BatchNorm2d):
             m.eps = 1e-4
     recipe = {"mlp": [4096], "mlp_norm": 1e-4, "init": "normal"}
-    return _finish(TorchvisionBackbone(features, 4096, recipe), weights)
+    return _finish(TorchvisionBackbone(features, 4096, recipe), weights, in_channels, (features, 0))
 
 
 def _densenet_forward(features: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -167,8 +206,14 @@ def _densenet_forward(features: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def densenet169(last_stride: Any = 2, cifar_stem: bool = False, weights: str | None = None, in_channels: int = 3):
-    """DenseNet-169 features + the final ReLU torchvision applies (1664 channels)."""
+    """DenseNet-169 features + the final ReLU torchvision applies (1664 channels). CIFAR stem: a 3x3/1
+    conv and no max-pool, as DenseNet's own CIFAR models."""
     features = tvm.densenet169().features
     if last_stride == 1:
         set_stride_one(features.transition3)
-    return _finish(TorchvisionBackbone(features, 1664, {}, _densenet_forward), weights)
+    if cifar_stem:
+        features.conv0 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        nn.init.kaiming_normal_(features.conv0.weight)
+        features.pool0 = nn.Identity()
+    return _finish(TorchvisionBackbone(features, 1664, {}, _densenet_forward), weights, in_channels,
+                   (features, "conv0"))
