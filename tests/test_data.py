@@ -105,7 +105,7 @@ def test_cifar_pickles_load_and_train_one_epoch(tmp_path, classes):
                    "backbone.width=4", "dataset.pad_mode=mean", *TINY_TRAIN)
     summary = run(cfg, tmp_path / "run")
     train_n = 60 if classes == 10 else 12
-    assert summary["epochs"][0]["train_images"] == train_n // 8 * 8 and summary["final"]["test_images"] == 12
+    assert summary["epochs"][0]["train_images"] == train_n and summary["final"]["test_images"] == 12  # partial kept
 
 
 def test_cifar_truncated_pickle_and_label_beyond_classes(tmp_path):
@@ -132,7 +132,7 @@ def test_image_folder_trains_one_epoch_with_optional_ten_crop(tmp_path, ten_crop
     cfg = resolved(*FOLDER, f"dataset.root={tmp_path / 'imagenet'}", f"eval.ten_crop={str(ten_crop).lower()}",
                    "dataset.color_jitter=0.4", "dataset.lighting=0.1", *TINY_TRAIN)
     summary = run(cfg, tmp_path / "run")
-    assert summary["final"]["test_images"] == 12 and summary["epochs"][0]["train_images"] == 8
+    assert summary["final"]["test_images"] == 12 and summary["epochs"][0]["train_images"] == 12  # 8 + 4
 
 
 def indexed_tree(root, classes=3, per_class=8):
@@ -204,3 +204,60 @@ def test_large_margin_cifar10_pads_with_int_255_mean(tmp_path):
     assert cfg["dataset"]["mean"] == [0.4914, 0.4822, 0.4465]
     assert instantiate(cfg["dataset"]).pad_fill.tolist() == [125, 122, 113]
     assert instantiate(resolved("dataset=cifar10", f"dataset.root={tmp_path}")["dataset"]).pad_fill is None  # zeros
+
+
+# ----------------------------------------------------------------------------------- the last partial batch
+
+def test_the_last_partial_batch_is_kept_unless_drop_last():
+    """1,000 images at batch 128: 7 full batches + 104, so 8 steps (as a DataLoader with
+    drop_last=False), 7 with drop_last; CIFAR's 50,000 at 128 give 391 and 390."""
+    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.data.in_memory import steps_per_epoch
+
+    assert (steps_per_epoch(50_000, 128), steps_per_epoch(50_000, 128, drop_last=True)) == (391, 390)
+    assert steps_per_epoch(1_281_167, 256) == 5005  # ImageNet at the GCP study's batch
+    assert steps_per_epoch(20, 6, world_size=4) == 3  # a last batch of 2 cannot feed 4 processes
+    kept = instantiate(resolved("dataset=synthetic", "dataset.train_size=1000")["dataset"])
+    labels = [y for _, y in kept.train_batches(128, seed=0, epoch=0)]
+    assert [len(y) for y in labels] == [128] * 7 + [104] and kept.steps_per_epoch(128) == 8
+    assert sorted(torch.cat(labels).tolist()) == sorted(kept.train_y.tolist())  # every image once
+    dropped = instantiate(resolved("dataset=synthetic", "dataset.train_size=1000", "dataset.drop_last=true")["dataset"])
+    assert [len(y) for _, y in dropped.train_batches(128, seed=0, epoch=0)] == [128] * 7
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ranks_split_a_partial_batch_evenly_and_together_read_the_one_process_batch(world_size):
+    from lgm_gcp.config.instantiate import instantiate
+
+    data = instantiate(resolved("dataset=synthetic", "dataset.train_size=70", "dataset.pad=0")["dataset"])
+    one = [y for _, y in data.train_batches(24, seed=1, epoch=0)]
+    ranks = [[y for _, y in data.train_batches(24, seed=1, epoch=0, rank=r, world_size=world_size)]
+             for r in range(world_size)]
+    assert [len(b) for b in one] == [24, 24, 22]
+    for step, full in enumerate(one):
+        shares = [ranks[r][step] for r in range(world_size)]
+        assert torch.equal(torch.cat(shares), full)
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_ddp_loss_scale_makes_the_averaged_gradient_the_global_mean():
+    """Shares of 8 and 7 images of a 15-image batch on 2 ranks: DDP averages the ranks' gradients, so
+    rank losses scaled by 8·2/15 and 7·2/15 average to (8·mean₀ + 7·mean₁)/15, the global mean."""
+    from lgm_gcp.engine.train import ddp_loss_scale
+
+    losses = torch.rand(15, dtype=torch.float64)
+    means = [losses[:8].mean(), losses[8:].mean()]
+    averaged = (means[0] * ddp_loss_scale(8, 15, 2) + means[1] * ddp_loss_scale(7, 15, 2)) / 2
+    torch.testing.assert_close(averaged, losses.mean())
+    assert ddp_loss_scale(64, 128, 2) == 1.0
+
+
+def test_image_folder_keeps_its_last_partial_batch(tmp_path):
+    from lgm_gcp.config.instantiate import instantiate
+
+    indexed_tree(tmp_path / "t")  # 24 images
+    data = instantiate(resolved(*FOLDER, f"dataset.root={tmp_path / 't'}")["dataset"], num_workers=0)
+    sizes = [len(y) for _, y in data.train_batches(10, seed=0, epoch=0)]
+    assert sizes == [10, 10, 4] and data.steps_per_epoch(10) == 3
+    halves = [[len(y) for _, y in data.train_batches(10, seed=0, epoch=0, rank=r, world_size=2)] for r in (0, 1)]
+    assert halves == [[5, 5, 2], [5, 5, 2]]

@@ -386,6 +386,7 @@ def test_a_stale_lock_from_a_killed_run_does_not_block_the_rerun(run_copy):
     assert summary["status"] == "finished" and not list((run_copy / "checkpoints").glob(".*tmp*"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoint_payload_types_are_checked(tmp_path):
     path = tmp_path / "x.pt"
     torch.save([1, 2], path)

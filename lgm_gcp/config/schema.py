@@ -87,6 +87,9 @@ class DatasetConfig:
     mean: List[float] = MISSING
     std: List[float] = MISSING
     download: bool = False
+    # keep the last partial training batch, as the references' DataLoaders do (CIFAR at 128: 391
+    # steps); under DDP one with fewer images than processes is dropped
+    drop_last: bool = False
 
 
 @dataclass

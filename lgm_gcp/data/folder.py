@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lgm_gcp.data.files import DatasetError
-from lgm_gcp.data.in_memory import epoch_generator
+from lgm_gcp.data.in_memory import epoch_generator, rank_share, steps_per_epoch
 from lgm_gcp.errors import ConfigError
 
 log = logging.getLogger("lgm_gcp")
@@ -42,20 +42,24 @@ class Lighting:
 
 
 class GlobalBatchSampler:
-    """This rank's share of every global batch of one epoch (last incomplete batch dropped)."""
+    """This rank's share of every global batch of one epoch (the last partial batch kept unless
+    ``drop_last``), in the order one process would read them."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int, world_size: int, skip: int = 0):
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int, world_size: int, skip: int = 0,
+                 drop_last: bool = False):
         self.order = torch.randperm(n, generator=epoch_generator(seed, epoch))
-        self.batch_size, self.local, self.rank, self.skip = batch_size, batch_size // world_size, rank, skip
-        self.steps = n // batch_size
+        self.n, self.batch_size, self.rank, self.world_size, self.skip = n, batch_size, rank, world_size, skip
+        self.steps = steps_per_epoch(n, batch_size, world_size, drop_last)
 
     def __len__(self) -> int:
         return self.steps - self.skip
 
     def __iter__(self):
         for step in range(self.skip, self.steps):
-            start = step * self.batch_size + self.rank * self.local
-            yield self.order[start: start + self.local].tolist()
+            start = step * self.batch_size
+            size = min(self.batch_size, self.n - start)
+            part = rank_share(size, self.rank, self.world_size)
+            yield self.order[start + part.start: start + part.stop].tolist()
 
 
 def check_folders(name: str, root: str | None, split_dir: str) -> Path:
@@ -129,7 +133,8 @@ class ImageFolderData:
     def __init__(self, name: str, root: str, num_classes: int, image_size: int, mean: Sequence[float],
                  std: Sequence[float], in_channels: int = 3, download: bool = False, train_dir: str = "train",
                  val_dir: str = "val", resize: int = 256, color_jitter: float = 0.0, lighting: float = 0.0,
-                 ten_crop: bool = False, num_workers: int = 4, skip_bad_images: bool = False):
+                 ten_crop: bool = False, num_workers: int = 4, skip_bad_images: bool = False,
+                 drop_last: bool = False):
         from torchvision import datasets
         from torchvision import transforms as T
 
@@ -138,6 +143,7 @@ class ImageFolderData:
                                f"place the class folders under {root}/{train_dir} and {root}/{val_dir}")
         self.name, self.num_classes, self.in_channels, self.num_workers = name, num_classes, in_channels, num_workers
         self.ten_crop, self.skip_bad_images, self.skipped_images = ten_crop, skip_bad_images, []
+        self.drop_last = drop_last
         normalize = T.Normalize(mean, std)
         train_tf = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
         if color_jitter:
@@ -165,8 +171,12 @@ class ImageFolderData:
                                f"dataset.num_classes={self.num_classes}")
         return ds
 
-    def steps_per_epoch(self, batch_size: int) -> int:
-        return len(self.train_set) // batch_size
+    @property
+    def num_train_images(self) -> int:
+        return len(self.train_set)
+
+    def steps_per_epoch(self, batch_size: int, world_size: int = 1) -> int:
+        return steps_per_epoch(len(self.train_set), batch_size, world_size, self.drop_last)
 
     def _loader(self, dataset, batch_sampler, seed: int, device) -> Iterator:
         """Batches on ``device``; bad images end the run with one line naming the file, or are skipped
@@ -198,7 +208,8 @@ class ImageFolderData:
                       device="cpu", skip: int = 0) -> Iterator:
         if batch_size % world_size:
             raise ConfigError(f"trainer.batch_size={batch_size} must be divisible by the {world_size} processes")
-        sampler = GlobalBatchSampler(len(self.train_set), batch_size, seed, epoch, rank, world_size, skip)
+        sampler = GlobalBatchSampler(len(self.train_set), batch_size, seed, epoch, rank, world_size, skip,
+                                     self.drop_last)
         yield from self._loader(self.train_set, sampler, (seed * 1000 + epoch) * 1000 + rank, device)
 
     def test_batches(self, batch_size: int, *, rank: int = 0, world_size: int = 1, device="cpu") -> Iterator:

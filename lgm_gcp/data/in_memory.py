@@ -61,6 +61,21 @@ def random_crop_flip(
     return apply_augmentation(images, *draw_augmentation(len(images), pad, flip, generator), pad, fill)
 
 
+def steps_per_epoch(n: int, batch_size: int, world_size: int = 1, drop_last: bool = False) -> int:
+    """Training steps in an epoch of ``n`` images: the full global batches, plus the last partial
+    one unless ``drop_last`` (or, under DDP, unless it has fewer images than processes)."""
+    full, rest = divmod(n, batch_size)
+    return full + int(not drop_last and rest >= max(world_size, 1) and rest > 0)
+
+
+def rank_share(global_size: int, rank: int, world_size: int) -> slice:
+    """This rank's contiguous slice of a global batch: equal shares of a full batch; a partial one is
+    split as evenly as it goes (sizes differ by at most one)."""
+    base, extra = divmod(global_size, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
 class InMemoryData(abc.ABC):
     """Base class: subclasses implement ``load() -> (train_x, train_y, test_x, test_y)`` (uint8, int64)."""
 
@@ -80,6 +95,7 @@ class InMemoryData(abc.ABC):
         device_augment: bool = True,
         ten_crop: bool = False,
         num_workers: int = 0,
+        drop_last: bool = False,
     ):
         if ten_crop:
             raise ConfigError(f"eval.ten_crop=true needs an image-folder dataset (imagenet, places365), not {name}")
@@ -87,7 +103,7 @@ class InMemoryData(abc.ABC):
             root = str(root)
         if pad_mode not in ("zeros", "mean"):
             raise ConfigError(f"dataset.pad_mode={pad_mode!r} is not valid; choose zeros or mean")
-        self.name, self.root, self.download = name, root, download
+        self.name, self.root, self.download, self.drop_last = name, root, download, drop_last
         self.num_classes, self.image_size, self.in_channels = num_classes, image_size, in_channels
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -120,29 +136,32 @@ class InMemoryData(abc.ABC):
         x = images.float().div_(255.0)
         return x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
 
-    def steps_per_epoch(self, batch_size: int) -> int:
-        return len(self.train_y) // batch_size
+    @property
+    def num_train_images(self) -> int:
+        return len(self.train_y)
+
+    def steps_per_epoch(self, batch_size: int, world_size: int = 1) -> int:
+        return steps_per_epoch(len(self.train_y), batch_size, world_size, self.drop_last)
 
     def train_batches(
         self, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
         device: torch.device | str = "cpu", skip: int = 0,
     ) -> Iterator[Batch]:
         """Shuffled, augmented batches of one epoch; ``batch_size`` is the global batch and each rank
-        yields its ``batch_size // world_size`` share. The last incomplete batch is dropped."""
+        yields its share (``rank_share``). The last partial batch is kept unless ``drop_last``."""
         if batch_size % world_size:
             raise ConfigError(f"trainer.batch_size={batch_size} must be divisible by the {world_size} processes")
         g = epoch_generator(seed, epoch)
         order = torch.randperm(len(self.train_y), generator=g)
-        local = batch_size // world_size
         fill = self.pad_fill
-        for step in range(self.steps_per_epoch(batch_size)):
+        for step in range(self.steps_per_epoch(batch_size, world_size)):
             idx = order[step * batch_size : (step + 1) * batch_size]
             # every rank draws the whole global batch's augmentation (so all consume the generator
             # alike) and applies its own share only
             drawn = draw_augmentation(len(idx), self.pad, self.flip, g)
             if step < skip:  # already trained on
                 continue
-            part = slice(rank * local, (rank + 1) * local)
+            part = rank_share(len(idx), rank, world_size)
             x = self.train_x[idx[part]]
             if self.device_augment:
                 x = x.to(device, non_blocking=True)

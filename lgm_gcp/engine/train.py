@@ -88,6 +88,13 @@ def first_nonfinite_gradient(model: torch.nn.Module) -> str | None:
     return None
 
 
+def ddp_loss_scale(local_n: int, global_n: int, world_size: int) -> float:
+    """DDP averages the ranks' gradients; a rank holding local_n of a global batch of global_n images
+    scales its mean loss by local_n · world_size / global_n, so the average equals the gradient of the
+    global batch's mean loss even when a last partial batch splits unevenly (1 for equal shares)."""
+    return local_n * world_size / global_n
+
+
 def backward_and_step(s: Session, loss: torch.Tensor) -> bool:
     """Backward, optional clipping, the non-finite guard (loss and gradients, one host sync), the
     optimizer step and the EMA update. Returns False when a non-finite step was skipped
@@ -131,7 +138,7 @@ def train_one_epoch(s: Session) -> dict:
     top-1/top-5 (%), throughput and the criterion's last logs (e.g. the L-GM margin)."""
     tcfg, state = s.trainer, s.state
     s.model.train()
-    spe = s.data.steps_per_epoch(tcfg["batch_size"])
+    spe = s.data.steps_per_epoch(tcfg["batch_size"], s.env.world_size)
     skip = state["step_in_epoch"]
     # loss*n, top1, top5, n, skipped steps, their images, seconds: a resumed epoch continues the sums its
     # checkpoint holds (rank 0 holds the all-reduced sums), so its record equals an uninterrupted epoch's
@@ -148,7 +155,8 @@ def train_one_epoch(s: Session) -> dict:
         set_lr(s.optimizer, lr)
         with s.autocast():
             loss, logits, logs = s.model(s.memory_format(images), targets, step)
-        stepped = backward_and_step(s, loss)
+        global_n = min(tcfg["batch_size"], s.data.num_train_images - state["step_in_epoch"] * tcfg["batch_size"])
+        stepped = backward_and_step(s, loss * ddp_loss_scale(targets.numel(), global_n, s.env.world_size))
         state["step"] += 1
         state["step_in_epoch"] += 1
         with torch.no_grad():
@@ -382,7 +390,7 @@ def fit(s: Session) -> str:
         record = {"epoch": epoch, **train_one_epoch(s)}
         preempted = s.preemption.requested(s.env.device, s.env.distributed)  # collective: every rank asks
         stopped = tcfg["max_steps"] is not None and state["step"] >= tcfg["max_steps"]
-        finished_epoch = state["step_in_epoch"] >= s.data.steps_per_epoch(tcfg["batch_size"])
+        finished_epoch = state["step_in_epoch"] >= s.data.steps_per_epoch(tcfg["batch_size"], s.env.world_size)
         if preempted and not finished_epoch:
             save_checkpoint(s)
             log.warning("preempted at step %d: checkpoint written; rerun the same command to resume", state["step"])
