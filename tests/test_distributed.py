@@ -104,3 +104,17 @@ def test_sigterm_to_the_launcher_preempts_every_rank_at_the_same_step(tmp_path):
     assert step < 20 * 21
     assert metrics["rank_steps"] == [step, step]  # both ranks stopped after the same step
     assert len(set(metrics["replica_checksums"])) == 1
+
+
+def test_a_partial_last_batch_under_ddp_matches_one_process(tmp_path):
+    """71 images at a global batch of 24: steps of 24, 24 and 23 (the last split 12/11). With each
+    rank's loss scaled by its share, 2 processes train the weights 1 process trains."""
+    partial = [*DDP, "dataset=synthetic", "dataset.train_size=71", "dataset.test_size=30", "trainer.batch_size=24",
+               "dataset.drop_last=false"]
+    two = launch(resolved(*partial, "trainer.devices=2"), tmp_path / "two")
+    one = launch(resolved(*partial, "trainer.devices=1"), tmp_path / "one")
+    assert two["epochs"][0]["train_images"] == one["epochs"][0]["train_images"] == 71
+    assert two["rank_steps"] == [6, 6]  # 3 steps x 2 epochs on both ranks
+    a, b = weights(tmp_path / "two"), weights(tmp_path / "one")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
