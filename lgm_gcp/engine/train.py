@@ -49,6 +49,7 @@ class Session:
     preemption: Preemption
     saved: str = "no checkpoint yet"  # where the last good weights are, for the non-finite message
     epoch_totals: torch.Tensor | None = None  # this rank's running sums of the epoch in progress
+    epoch_start: float = 0.0  # time.time() at the epoch's start, less the time it ran before a resume
 
     @property
     def trainer(self) -> Mapping[str, Any]:
@@ -147,6 +148,7 @@ def train_one_epoch(s: Session) -> dict:
     s.epoch_totals = totals
     bad_images = len(getattr(s.data, "skipped_images", []))
     start, logs, lr = time.time() - totals[6].item(), {}, s.schedule(state["step"], spe)
+    s.epoch_start = start
     batches = s.data.train_batches(tcfg["batch_size"], seed=s.cfg["seed"], epoch=state["epoch"], rank=s.env.rank,
                                    world_size=s.env.world_size, device=s.env.device, skip=skip)
     for images, targets in progress(batches, spe - skip, f"epoch {state['epoch']}", tcfg["progress"] and s.env.is_main):
@@ -156,7 +158,8 @@ def train_one_epoch(s: Session) -> dict:
         with s.autocast():
             loss, logits, logs = s.model(s.memory_format(images), targets, step)
         global_n = min(tcfg["batch_size"], s.data.num_train_images - state["step_in_epoch"] * tcfg["batch_size"])
-        stepped = backward_and_step(s, loss * ddp_loss_scale(targets.numel(), global_n, s.env.world_size))
+        scale = ddp_loss_scale(targets.numel(), global_n, s.env.world_size)
+        stepped = backward_and_step(s, loss * scale if scale != 1.0 else loss)
         state["step"] += 1
         state["step_in_epoch"] += 1
         with torch.no_grad():
@@ -165,7 +168,6 @@ def train_one_epoch(s: Session) -> dict:
             loss_sum = loss.detach().double() * n if stepped else totals.new_tensor(0.0)
             totals[:6] += torch.stack([loss_sum, top1.double(), top5.double(), totals.new_tensor(n),
                                        totals.new_tensor(float(not stepped)), totals.new_tensor(0.0 if stepped else n)])
-            totals[6] = time.time() - start if s.env.is_main else 0.0
         if s.env.is_main and step % tcfg["log_every"] == 0:
             s.logger.scalars("train", {"loss": loss.item(), "lr": lr, **{k: float(v) for k, v in logs.items()}}, step)
         if tcfg["checkpoint_every"] and state["step"] % tcfg["checkpoint_every"] == 0:
@@ -230,6 +232,7 @@ def save_checkpoint(s: Session) -> None:
     sums = None
     if s.epoch_totals is not None and s.state["step_in_epoch"]:
         sums = s.epoch_totals.clone()
+        sums[6] = time.time() - s.epoch_start if s.env.is_main else 0.0  # the epoch's seconds so far
         distributed.all_reduce_sum(sums)
         sums = sums.tolist()
     if s.env.is_main:
