@@ -68,27 +68,26 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """An argparse type: a number > 0."""
+def _number(text: str, valid, description: str) -> float:
     import argparse
 
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: it must be > 0")
+    if not valid(value):
+        raise argparse.ArgumentTypeError(f"{value} is out of range: it must be {description}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number > 0."""
+    return _number(text, lambda v: v > 0, "> 0")
 
 
 def unit_interval(text: str) -> float:
     """An argparse type: a number in [0, 1]."""
-    import argparse
-
-    value = positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: it must be in [0, 1]")
-    return value
+    return _number(text, lambda v: 0 <= v <= 1, "in [0, 1]")
 
 
 def output_path(text: str):
