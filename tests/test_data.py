@@ -212,11 +212,11 @@ def test_the_last_partial_batch_is_kept_unless_drop_last():
     """1,000 images at batch 128: 7 full batches + 104, so 8 steps (as a DataLoader with
     drop_last=False), 7 with drop_last; CIFAR's 50,000 at 128 give 391 and 390."""
     from lgm_gcp.config.instantiate import instantiate
-    from lgm_gcp.data.in_memory import steps_per_epoch
+    from lgm_gcp.data.in_memory import epoch_step_count
 
-    assert (steps_per_epoch(50_000, 128), steps_per_epoch(50_000, 128, drop_last=True)) == (391, 390)
-    assert steps_per_epoch(1_281_167, 256) == 5005  # ImageNet at the GCP study's batch
-    assert steps_per_epoch(20, 6, world_size=4) == 3  # a last batch of 2 cannot feed 4 processes
+    assert (epoch_step_count(50_000, 128), epoch_step_count(50_000, 128, drop_last=True)) == (391, 390)
+    assert epoch_step_count(1_281_167, 256) == 5005  # ImageNet at the GCP study's batch
+    assert epoch_step_count(20, 6, world_size=4) == 3  # a last batch of 2 cannot feed 4 processes
     kept = instantiate(resolved("dataset=synthetic", "dataset.train_size=1000")["dataset"])
     labels = [y for _, y in kept.train_batches(128, seed=0, epoch=0)]
     assert [len(y) for y in labels] == [128] * 7 + [104] and kept.steps_per_epoch(128) == 8

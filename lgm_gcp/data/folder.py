@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lgm_gcp.data.files import DatasetError
-from lgm_gcp.data.in_memory import epoch_generator, rank_share, steps_per_epoch
+from lgm_gcp.data.in_memory import epoch_generator, epoch_step_count, rank_share
 from lgm_gcp.errors import ConfigError
 
 log = logging.getLogger("lgm_gcp")
@@ -49,7 +49,7 @@ class GlobalBatchSampler:
                  drop_last: bool = False):
         self.order = torch.randperm(n, generator=epoch_generator(seed, epoch))
         self.n, self.batch_size, self.rank, self.world_size, self.skip = n, batch_size, rank, world_size, skip
-        self.steps = steps_per_epoch(n, batch_size, world_size, drop_last)
+        self.steps = epoch_step_count(n, batch_size, world_size, drop_last)
 
     def __len__(self) -> int:
         return self.steps - self.skip
@@ -176,7 +176,7 @@ class ImageFolderData:
         return len(self.train_set)
 
     def steps_per_epoch(self, batch_size: int, world_size: int = 1) -> int:
-        return steps_per_epoch(len(self.train_set), batch_size, world_size, self.drop_last)
+        return epoch_step_count(len(self.train_set), batch_size, world_size, self.drop_last)
 
     def _loader(self, dataset, batch_sampler, seed: int, device) -> Iterator:
         """Batches on ``device``; bad images end the run with one line naming the file, or are skipped

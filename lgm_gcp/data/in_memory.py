@@ -61,7 +61,7 @@ def random_crop_flip(
     return apply_augmentation(images, *draw_augmentation(len(images), pad, flip, generator), pad, fill)
 
 
-def steps_per_epoch(n: int, batch_size: int, world_size: int = 1, drop_last: bool = False) -> int:
+def epoch_step_count(n: int, batch_size: int, world_size: int = 1, drop_last: bool = False) -> int:
     """Training steps in an epoch of ``n`` images: the full global batches, plus the last partial
     one unless ``drop_last`` (or, under DDP, unless it has fewer images than processes)."""
     full, rest = divmod(n, batch_size)
@@ -141,7 +141,7 @@ class InMemoryData(abc.ABC):
         return len(self.train_y)
 
     def steps_per_epoch(self, batch_size: int, world_size: int = 1) -> int:
-        return steps_per_epoch(len(self.train_y), batch_size, world_size, self.drop_last)
+        return epoch_step_count(len(self.train_y), batch_size, world_size, self.drop_last)
 
     def train_batches(
         self, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,

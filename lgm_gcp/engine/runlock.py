@@ -37,6 +37,10 @@ def _name_max(path: Path) -> int:
         return 255
 
 
+def _in_use(where: str, pid: str, key: str) -> RunFolderError:
+    return RunFolderError(f"{where} is in use by a live run (pid {pid}); wait for it to end, or choose another {key}")
+
+
 def _holder(run_dir: Path) -> str | None:
     """The pid written by the live holder of the run dir's lock, or None when nobody holds it."""
     lock = run_dir / LOCK_NAME
@@ -63,8 +67,7 @@ def check_run_dir(value: str, key: str = "hydra.run.dir") -> None:
         raise RunFolderError(f"{key}={value} is a file, not a folder; choose another {key}")
     pid = _holder(path) if path.is_dir() else None
     if pid is not None:
-        raise RunFolderError(f"{key}={value} is in use by a live run (pid {pid}); wait for it to end, "
-                             f"or choose another {key}")
+        raise _in_use(f"{key}={value}", pid, key)
 
 
 class RunLock:
@@ -85,8 +88,7 @@ class RunLock:
             pid = self.file.read().strip() or "?"
             self.file.close()
             self.file = None
-            raise RunFolderError(f"run folder {self.run_dir} is in use by a live run (pid {pid}); wait for it "
-                                 "to end, or choose another hydra.run.dir") from None
+            raise _in_use(f"run folder {self.run_dir}", pid, "hydra.run.dir") from None
         self.file.seek(0)
         self.file.truncate()
         self.file.write(str(os.getpid()))
