@@ -374,8 +374,25 @@ class EvalConfig:
 
 
 @dataclass
+class ReferenceFingerprint:
+    """What the paper's reference builds and trains for a preset, stated in the preset with its source.
+    Documentation that tests check (tests/test_presets.py): it changes nothing a run does, and a run's
+    config.yaml keeps it as the record of what the run set out to reproduce."""
+
+    source: str = MISSING  # the paper, the reference repository and its files
+    parameters: int = count()  # trainable parameters of the built network (its input size and classes)
+    dropout: float = probability(0.0)  # the classifier's dropout probability (0: none)
+    train_images: int = count()
+    steps_per_epoch: int = count()
+    lr_at_step: List[Any] = field(default_factory=list)  # [[global step, LR], ...]
+    margin_at_step: List[Any] = field(default_factory=list)  # [[global step, L-GM alpha], ...]
+    config: Dict[str, Any] = field(default_factory=dict)  # values the composed config must hold, nested
+
+
+@dataclass
 class RootConfig:
     seed: int = nonneg(0)
+    reference: Optional[ReferenceFingerprint] = None
     eval: EvalConfig = field(default_factory=EvalConfig)
     dataset: Any = MISSING
     backbone: Any = MISSING

@@ -28,6 +28,7 @@ RESUMABLE_CHANGES = (
     "trainer.force_resume", "trainer.eval_batch_size", "trainer.devices", "trainer.accelerator", "dataset.root",
     "dataset.download", "lr_policy.epochs", "trainer.compile", "trainer.channels_last", "trainer.skip_nonfinite",
 )
+RESUMABLE_PREFIXES = ("reference",)  # a preset's documentation of its reference, not a training setting
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -151,7 +152,7 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict:
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list:
     a, b = _flatten(saved), _flatten(current)
     return sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>")
-                  and k not in RESUMABLE_CHANGES)
+                  and k not in RESUMABLE_CHANGES and k.split(".")[0] not in RESUMABLE_PREFIXES)
 
 
 def check_compatible(payload: Mapping[str, Any], config: Mapping[str, Any], world_size: int, path: Path) -> None:
