@@ -37,7 +37,7 @@ def plot_features(run_dir: str | Path) -> Path:
     crit = model.criterion
     if isinstance(crit, LGMLoss):
         means = crit.means.detach()
-        sigma = crit.log_sigma.detach().exp()
+        sigma = crit.variances().detach()
         for k, mu in enumerate(means):
             radii = sigma[k].sqrt().expand(2) if sigma.dim() == 1 else sigma[k].sqrt()
             ax.add_patch(Ellipse(mu.tolist(), 2 * radii[0].item(), 2 * radii[1].item(), fill=False,

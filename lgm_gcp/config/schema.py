@@ -243,6 +243,8 @@ class LGMLossConfig(LossConfig):
     means_init: str = one_of("msra", "msra", "xavier")  # msra: Caffe CIFAR example; xavier: Caffe MNIST
     means_weight_decay: bool = True  # the references decay the means; σ is never decayed
     means_lr_mult: float = nonneg(1.0)  # the Caffe CIFAR-100 example uses 2
+    sigma_param: str = one_of("log", "log", "raw")  # the learned variance parameter; raw: Caffe's clamped σ
+    sigma_offset: float = nonneg(0.0)  # added to the isotropic σ; the Caffe layer adds 1e-4
 
 
 # ----------------------------------------------------------------------------------- lr policy

@@ -14,7 +14,11 @@ under autocast; ``SquaredDistances`` fuses their backward into the two matmuls a
 plus one in-place pass over μ, and the likelihood term is a gather from the same distances.
 σ = exp(log σ) is positive by construction; ``update_sigma=false`` freezes it at
 ``sigma_init`` (the reference setting, under which L-GM equals a linear layer with weights μ and
-biases −½‖μ‖²). Unlike Caffe, the isotropic divisor is σ, not σ + 1e-4.
+biases −½‖μ‖²). Two deliberate differences from the Caffe layer, each with an option that restores it:
+  * the isotropic divisor is σ, not Caffe's max(σ, 0) + 1e-4 (``sigma_offset=1e-4``);
+  * the learned parameter is log σ, where Caffe learns σ itself and clamps it (``sigma_param=raw``:
+    max(σ, 0) + sigma_offset isotropic, max(σ, 1e-8) diagonal); the values are the same, the SGD steps
+    differ (∂L/∂log σ = σ ∂L/∂σ).
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ class LGMLoss(nn.Module):
     def __init__(self, in_features: int, num_classes: int, margin: Mapping | None = None,
                  likelihood_weight: float = 0.1, likelihood_form: str = "half", covariance: str = "isotropic",
                  log_det: bool = False, update_sigma: bool = False, sigma_init: float = 1.0,
-                 means_init: str = "msra", means_weight_decay: bool = True, means_lr_mult: float = 1.0):
+                 means_init: str = "msra", means_weight_decay: bool = True, means_lr_mult: float = 1.0,
+                 sigma_param: str = "log", sigma_offset: float = 0.0):
         super().__init__()
         if likelihood_form not in FORMS:
             raise ConfigError(f"loss.likelihood_form={likelihood_form!r} is not valid; choose half, full or paper")
@@ -78,6 +83,10 @@ class LGMLoss(nn.Module):
             raise ConfigError(f"loss.covariance={covariance!r} is not valid; choose isotropic or diagonal")
         if sigma_init <= 0:
             raise ConfigError(f"loss.sigma_init={sigma_init} must be positive (it is a variance)")
+        if sigma_param not in ("log", "raw"):
+            raise ConfigError(f"loss.sigma_param={sigma_param!r} is not valid; choose log or raw")
+        if sigma_offset < 0:
+            raise ConfigError(f"loss.sigma_offset={sigma_offset} must be >= 0")
         self.num_classes, self.in_features = num_classes, in_features
         self.margin = MarginSchedule(**dict(margin or {}))
         self.likelihood_weight, self.likelihood_form, self.log_det = likelihood_weight, likelihood_form, log_det
@@ -90,11 +99,26 @@ class LGMLoss(nn.Module):
         else:
             raise ConfigError(f"loss.means_init={means_init!r} is not valid; choose msra or xavier")
         shape = (num_classes,) if covariance == "isotropic" else (num_classes, in_features)
-        self.log_sigma = nn.Parameter(torch.full(shape, math.log(sigma_init)), requires_grad=update_sigma)
-        self.log_sigma.no_weight_decay = True
+        self.sigma_param, self.sigma_offset = sigma_param, sigma_offset
+        if sigma_param == "log":
+            self.log_sigma = nn.Parameter(torch.full(shape, math.log(sigma_init)), requires_grad=update_sigma)
+        else:
+            self.sigma = nn.Parameter(torch.full(shape, float(sigma_init)), requires_grad=update_sigma)
+        self._sigma_tensor().no_weight_decay = True
         if not means_weight_decay:
             self.means.no_weight_decay = True
         self.lr_mult = means_lr_mult
+
+    def _sigma_tensor(self) -> nn.Parameter:
+        return self.log_sigma if self.sigma_param == "log" else self.sigma
+
+    def variances(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """σ as the distances divide by it: (C,) isotropic (+ ``sigma_offset``) or (C, D) diagonal."""
+        if self.sigma_param == "log":
+            sigma = self.log_sigma.to(dtype).exp()
+            return sigma + self.sigma_offset if sigma.dim() == 1 else sigma
+        sigma = self.sigma.to(dtype)
+        return sigma.clamp_min(0.0) + self.sigma_offset if sigma.dim() == 1 else sigma.clamp_min(1e-8)
 
     def _operands(self, x: torch.Tensor) -> tuple:
         """(x, μ, c) in float32 or float64, c the mean of the means. Distances do not change under a
@@ -111,19 +135,19 @@ class LGMLoss(nn.Module):
     def half_distances(self, x: torch.Tensor, sq: torch.Tensor | None = None) -> torch.Tensor:
         """d_k(x) = ½ Σ_d (x_d − μ_kd)²/σ_k(d), shape (B, C), float32 or float64."""
         x = x if x.dtype in (torch.float32, torch.float64) else x.float()
-        log_sigma = self.log_sigma.to(x.dtype)
-        if log_sigma.dim() == 1:
+        sigma = self.variances(x.dtype)
+        if sigma.dim() == 1:
             sq = self.squared_distances(x) if sq is None else sq
-            return 0.5 * sq / log_sigma.exp()
+            return 0.5 * sq / sigma
         x, mu, centre = self._operands(x)
         x, mu = x - centre, mu - centre
-        inv = (-log_sigma).exp()  # (C, D)
+        inv = sigma.reciprocal()  # (C, D)
         sq = x.square() @ inv.T - 2.0 * x @ (mu * inv).T + (mu.square() * inv).sum(1)
         return 0.5 * sq.clamp_min(0.0)
 
     def log_dets(self) -> torch.Tensor:
         """log|Σ_k|, shape (C,)."""
-        ls = self.log_sigma
+        ls = self.log_sigma if self.sigma_param == "log" and not self.sigma_offset else self.variances().log()
         return ls * self.in_features if ls.dim() == 1 else ls.sum(1)
 
     def _logits(self, d: torch.Tensor) -> torch.Tensor:
