@@ -7,8 +7,10 @@ A run is a folder holding config.yaml (written when it starts); its group choice
 and resolved config place it in a row and a column (conf/table/NAME.yaml); runs that differ only
 in ``seed`` are averaged (mean ± sample std). A run counts once it finished its schedule (its
 ``trainer.max_epochs``, or its ``trainer.max_steps`` as the Caffe solvers end). Cells without such a
-run say ``missing``, ``running``, ``preempted`` or ``failed``. Writes NAME.md, NAME.csv and NAME.png
-(test curves per row) to --out (default: the first folder given).
+run say ``missing``, ``running``, ``preempted`` or ``failed``. Runs of ``lgm-gcp-eval`` on a released
+checkpoint (status ``evaluated``, a reference layout) fill the "released" numbers beside "ours" and
+"paper", never "ours". Writes NAME.md, NAME.csv and NAME.png (test curves per row) to --out (default:
+the first folder given).
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ class Run:
     def status(self) -> str:
         return "missing metrics" if self.metrics is None else self.metrics.get("status", "unknown")
 
+    @property
+    def released(self) -> bool:
+        """An evaluation of a reference repository's released weights (lgm-gcp-eval)."""
+        return self.status == "evaluated" and (self.metrics.get("weights") or {}).get("source") == "released"
+
 
 def load_runs(paths: Iterable[str | Path]) -> list:
     runs = []
@@ -83,9 +90,9 @@ def _axis_label(run: Run, axis) -> str | None:
 
 
 def _score(run: Run, table: TableConfig) -> tuple | None:
-    if run.metrics is None or run.metrics.get("status") not in ("finished", "stopped"):  # stopped: before 0.2
-        return None
-    record = run.metrics.get("best" if table.take == "best" else "final")
+    if run.metrics is None or run.metrics.get("status") not in ("finished", "stopped", "evaluated"):
+        return None  # stopped: written before 0.2 for runs that reached max_steps
+    record = run.metrics.get("final" if run.released else "best" if table.take == "best" else "final")
     if not record:
         return None
     names = [table.metric] + ([table.second_metric] if table.second_metric else [])
@@ -100,6 +107,7 @@ class Cell:
     scores: list = field(default_factory=list)
     runs: list = field(default_factory=list)
     published: Any = None
+    released: list = field(default_factory=list)  # scores of evaluated released checkpoints
 
     @property
     def status(self) -> str:
@@ -113,8 +121,8 @@ class Cell:
                 return status
         return "failed"
 
-    def stats(self, i: int) -> tuple:
-        vals = [s[i] for s in self.scores]
+    def stats(self, i: int, released: bool = False) -> tuple:
+        vals = [s[i] for s in (self.released if released else self.scores)]
         return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
@@ -138,8 +146,14 @@ def build_cells(runs: Sequence[Run], table: TableConfig) -> list:
         if (row, column) not in cells:
             continue
         cell = cells[(row, column)]
-        cell.runs.append(run)
         score = _score(run, table)
+        if run.released:
+            if score is not None:
+                cell.released.append(score)
+            continue
+        if run.status == "evaluated":  # an evaluation of lgm-gcp's own weights: its training run counts
+            continue
+        cell.runs.append(run)
         if score is not None:
             cell.scores.append(score)
     return list(cells.values())
@@ -155,6 +169,8 @@ def _format_cell(cell: Cell, n_metrics: int) -> str:
             mean, std = cell.stats(i)
             parts.append(f"{mean:.2f}" + (f" ± {std:.2f}" if len(cell.scores) > 1 else ""))
         ours = " / ".join(parts) + f" (n={len(cell.scores)})"
+    if cell.released:
+        ours += " · released " + " / ".join(f"{cell.stats(i, released=True)[0]:.2f}" for i in range(n_metrics))
     if not pub:
         return ours
     paper = cell.published if isinstance(cell.published, str) else " / ".join(f"{v:.2f}" for v in pub)
@@ -188,12 +204,14 @@ def write_csv(path: Path, table: TableConfig, cells: Sequence[Cell]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["row", "column", "status", "n", "epoch"] + [f"{m}_{s}" for m in names for s in ("mean", "std")]
-                   + [f"{m}_published" for m in names] + [f"{m}_delta" for m in names] + ["runs"])
+                   + [f"{m}_published" for m in names] + [f"{m}_delta" for m in names]
+                   + [f"{m}_released" for m in names] + ["runs"])
         for cell in cells:
             stats = [cell.stats(i) if cell.scores else (math.nan, math.nan) for i in range(n)]
             pub = list(_published_numbers(cell.published)) + [math.nan] * n
             w.writerow([cell.row, cell.column, cell.status, len(cell.scores), table.take]
                        + [v for s in stats for v in s] + pub[:n] + [stats[i][0] - pub[i] for i in range(n)]
+                       + [cell.stats(i, released=True)[0] if cell.released else math.nan for i in range(n)]
                        + [";".join(str(r.path) for r in cell.runs)])
 
 

@@ -373,6 +373,7 @@ class TrainerConfig:
 class EvalConfig:
     ten_crop: bool = False  # TenCrop evaluation (image-folder datasets)
     ten_crop_average: str = one_of("softmax", "softmax", "logits")  # what is averaged over the ten crops
+    only: bool = False  # evaluate the initial weights (weights=FILE) once and stop: what lgm-gcp-eval runs
 
 
 @dataclass
@@ -395,6 +396,9 @@ class ReferenceFingerprint:
 class RootConfig:
     seed: int = nonneg(0)
     reference: Optional[ReferenceFingerprint] = None
+    # initialise the whole network from this file: a released checkpoint of the four reference repositories,
+    # a torchvision model or an lgm-gcp checkpoint, its key layout chosen by content (lgm_gcp/weights)
+    weights: Optional[str] = None
     eval: EvalConfig = field(default_factory=EvalConfig)
     dataset: Any = MISSING
     backbone: Any = MISSING

@@ -28,7 +28,8 @@ RESUMABLE_CHANGES = (
     "trainer.force_resume", "trainer.eval_batch_size", "trainer.devices", "trainer.accelerator", "dataset.root",
     "dataset.download", "lr_policy.epochs", "trainer.compile", "trainer.channels_last", "trainer.skip_nonfinite",
 )
-RESUMABLE_PREFIXES = ("reference",)  # a preset's documentation of its reference, not a training setting
+# a preset's documentation of its reference, and the initial weights (a run's checkpoint supersedes them)
+RESUMABLE_PREFIXES = ("reference", "weights")
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""lgm-gcp-train: the one entrypoint.
+"""lgm-gcp-train: the one entrypoint (and lgm-gcp-eval, the same run with ``eval.only=true``).
 
 ``cli()`` checks the command line with the compose API first (one-line errors for unknown options,
 keys and bad values, sweeps included), then hands over to Hydra's ``@hydra.main`` (``--help``,
@@ -27,6 +27,7 @@ from lgm_gcp.engine.launch import launch, setup_worker_logging
 from lgm_gcp.engine.runlock import check_run_dir
 from lgm_gcp.engine.sweep import SWEEP_DIRS, summary
 from lgm_gcp.errors import UserError, fail
+from lgm_gcp.weights.load import check_weights
 
 log = logging.getLogger("lgm_gcp")
 register_schemas()
@@ -64,7 +65,8 @@ def preflight(argv) -> None:
     args = _parse(argv)
     if args.help or args.hydra_help or args.shell_completion or args.info or args.config_path:
         return
-    compose(args.overrides, search_path=args.config_dir)
+    cfg = compose(args.overrides, search_path=args.config_dir)
+    check_weights(OmegaConf.to_container(cfg, resolve=True))  # the file exists, loads and fits the network
     for override in args.overrides:
         key, _, value = override.partition("=")
         if key in ("hydra.run.dir", "hydra.sweep.dir"):
@@ -108,6 +110,35 @@ def cli() -> None:
         for sweep_dir in SWEEP_DIRS:  # a failed sweep: say which jobs failed
             print(summary(sweep_dir), file=sys.stderr)
         raise
+
+
+EVAL_USAGE = """usage: lgm-gcp-eval FILE [overrides ...]
+
+Evaluate the weights in FILE (a released checkpoint of GCP_Optimization, 3G-Net, fast-MPN-COV or
+LargeMarginInSoftmax, a torchvision model, or an lgm-gcp checkpoint) with the composed config's evaluation
+protocol, without training: the same run as lgm-gcp-train weights=FILE eval.only=true [overrides ...].
+The overrides compose exactly as for lgm-gcp-train, e.g.
+
+  lgm-gcp-eval ResNet50_GCP_LRnorm.pth.tar experiment=gcp_resnet50_gcp_norm dataset.root=/data/imagenet
+
+The run folder's metrics.json holds the result; lgm-gcp-table shows it in the "released" column."""
+
+
+def eval_cli() -> None:
+    global PROG
+    PROG = "lgm-gcp-eval"
+    argv = sys.argv[1:]
+    if not argv or argv[0] in ("-h", "--help"):
+        print(EVAL_USAGE, file=sys.stdout if argv else sys.stderr)
+        raise SystemExit(0 if argv else 2)
+    path = Path(argv[0])
+    if "=" in argv[0] or argv[0].startswith("-"):
+        fail(PROG, f"the first argument must be the weights file, got {argv[0]!r} (see {PROG} --help)", status=2)
+    if not path.is_file():
+        fail(PROG, f"weights file {path} does not exist", status=2)
+    quoted = str(path.resolve()).replace("\\", "\\\\").replace("'", "\\'")
+    sys.argv = [sys.argv[0], f"weights='{quoted}'", "eval.only=true", *argv[1:]]
+    cli()
 
 
 if __name__ == "__main__":

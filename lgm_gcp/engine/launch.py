@@ -28,6 +28,7 @@ from lgm_gcp.config.instantiate import locate
 from lgm_gcp.config.schema import GROUPS
 from lgm_gcp.engine.train import run
 from lgm_gcp.errors import ConfigError, UserError
+from lgm_gcp.weights.load import check_weights
 
 
 def resolve_devices(devices: Any, accelerator: str) -> int:
@@ -65,6 +66,7 @@ def check_before_spawning(cfg: Mapping[str, Any], world_size: int) -> None:
     from lgm_gcp.data import check_dataset
 
     check_dataset(cfg["dataset"])
+    check_weights(cfg)
 
 
 def setup_worker_logging(run_dir: Path, rank: int) -> None:

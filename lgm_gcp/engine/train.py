@@ -27,6 +27,7 @@ from lgm_gcp.engine.signals import Preemption
 from lgm_gcp.errors import CheckpointError, ConfigError, NonFiniteError
 from lgm_gcp.models.build import build_model
 from lgm_gcp.optim import set_lr
+from lgm_gcp.weights import load_weights
 
 log = logging.getLogger("lgm_gcp")
 AMP_DTYPES = {False: None, "false": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -332,9 +333,13 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
         with RunLock(run_dir, enabled=env.is_main):  # one writer per run folder, for the run's lifetime
             seed_everything(cfg["seed"] + env.rank, tcfg["deterministic"])
 
+            if cfg["eval"]["only"] and not cfg["weights"]:
+                raise ConfigError("eval.only=true evaluates the weights of a file: give weights=FILE")
             data = instantiate(cfg["dataset"], ten_crop=cfg["eval"]["ten_crop"],
                                num_workers=tcfg["num_workers"])
-            model = build_model(cfg, data.num_classes, data.in_channels).to(env.device)
+            model = build_model(cfg, data.num_classes, data.in_channels)
+            weights = load_weights(model, cfg["weights"]) if cfg["weights"] else None
+            model = model.to(env.device)
             if tcfg["channels_last"]:
                 model = model.to(memory_format=torch.channels_last)
             schedule = instantiate(cfg["lr_policy"])
@@ -344,8 +349,10 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
             state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "best": None}
             history, extra = [], {"num_parameters": sum(p.numel() for p in model.parameters()),
                                   "world_size": env.world_size}
+            if weights:
+                extra["weights"] = weights
 
-            resumed = resume(run_dir, cfg, env, model, optimizer, scaler, ema)
+            resumed = None if cfg["eval"]["only"] else resume(run_dir, cfg, env, model, optimizer, scaler, ema)
             if resumed is not None:
                 state, history, extra["wall_time_s"] = resumed
             if env.is_main:  # only now: a run that fails to start never overwrites an earlier run's files
@@ -382,6 +389,13 @@ def fit(s: Session) -> str:
     """Epochs until ``max_epochs`` or ``max_steps`` (status ``finished``) or a preemption signal
     (``preempted``). A rerun of a finished run trains nothing and keeps its metrics."""
     tcfg, state = s.trainer, s.state
+    if s.cfg["eval"]["only"]:  # lgm-gcp-eval: the loaded weights, the preset's evaluation protocol, nothing trained
+        record = {"epoch": 0, **evaluate(s, s.model)}
+        if s.env.is_main:
+            s.logger.epoch(record, 0)
+            log.info("evaluated %s: " + "  ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float)),
+                     s.cfg["weights"])
+        return "evaluated"
     if schedule_done(tcfg, state):
         s.logger.extra["ended_by"] = schedule_done(tcfg, state)
         log.info("nothing to train: the run reached %s at step %d", s.logger.extra["ended_by"], state["step"])

@@ -10,7 +10,8 @@ stride 1 (ShuffleNetV2 also drops its max-pool); VGG has no CIFAR stem (use ``la
 ``in_channels`` other than 3 replaces the first conv, as timm's ``in_chans`` does: after any weights
 are loaded, its kernel is summed over the RGB channels (1 channel) or repeated and scaled by
 3/in_channels (more), so pretrained filters keep their response to a grey or multi-band image.
-``weights``: a local torchvision-format state_dict file; classifier keys are ignored, nothing downloads.
+``weights``: a local file holding this backbone (a torchvision state dict, a released checkpoint of a
+reference repository, an lgm-gcp checkpoint); its other tensors are left out, nothing downloads.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ import torchvision.models as tvm
 from torch import nn
 
 from lgm_gcp.errors import ConfigError
-
-_CLASSIFIER_PREFIXES = ("fc.", "classifier.")
 
 
 def set_stride_one(module: nn.Module) -> None:
@@ -51,14 +50,9 @@ class TorchvisionBackbone(nn.Module):
         return self._forward_fn(self.features, x) if self._forward_fn else self.features(x)
 
     def load_torchvision_weights(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
-        prefix = "features." if not next(iter(state)).startswith("features.") else ""
-        missing, unexpected = self.load_state_dict({prefix + k: v for k, v in state.items()}, strict=False)
-        if unexpected or missing:
-            raise ConfigError(f"backbone.weights={path}: {len(missing)} missing and {len(unexpected)} unexpected keys "
-                             f"(e.g. {(missing or unexpected)[:3]}); "
-                             "is it a torchvision state_dict of this architecture?")
+        from lgm_gcp.weights.load import load_backbone_weights
+
+        load_backbone_weights(self, path)
 
 
 def _resnet_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
