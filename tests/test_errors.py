@@ -51,7 +51,7 @@ def call(entry, argv, capfd, monkeypatch, cwd: Path):
     monkeypatch.setattr(sys, "argv", ["prog", *argv])
     capfd.readouterr()
     try:
-        entry() if entry.__name__ == "cli" and entry.__module__.endswith("entrypoint") else entry(list(argv))
+        entry() if entry.__module__.endswith("entrypoint") else entry(list(argv))
         status = 0
     except SystemExit as e:
         status = e.code if isinstance(e.code, int) else 1
@@ -206,7 +206,8 @@ def entry(name):
     import importlib
 
     module = {"table": "lgm_gcp.analysis.table", "detect": "lgm_gcp.analysis.detect",
-              "features": "lgm_gcp.analysis.features", "plot_lr": "lgm_gcp.schedules.plot"}[name]
+              "features": "lgm_gcp.analysis.features", "plot_lr": "lgm_gcp.schedules.plot",
+              "convert": "lgm_gcp.weights.files", "export": "lgm_gcp.weights.export"}[name]
     return importlib.import_module(module).cli
 
 
@@ -237,6 +238,19 @@ ENTRY_CASES = {
     "plot_lr_out_in_missing_folder": ("plot_lr", lambda t, r: ["--out", str(t / "no" / "lr.png")],
                                       lambda t, r: str(t / "no"), 2),
     "plot_lr_unknown_family": ("plot_lr", lambda t, r: ["--family", "vit"], lambda t, r: "'vit'", 2),
+    "convert_missing_file": ("convert", lambda t, r: [str(t / "nope.pth"), str(t / "out.pth")],
+                             lambda t, r: f"weights file {t / 'nope.pth'} does not exist", 1),
+    "convert_onto_an_existing_file": ("convert", lambda t, r: [str(r / "checkpoints" / "last.pt"),
+                                                                str(r / "config.yaml")],
+                                      lambda t, r: "exists; choose a new file name", 1),
+    "convert_not_a_checkpoint": ("convert", lambda t, r: [str(r / "config.yaml"), str(t / "out.pth")],
+                                 lambda t, r: "is not a readable torch checkpoint", 1),
+    "export_missing_run": ("export", lambda t, r: [str(t / "nope"), str(t / "out.pth")],
+                           lambda t, r: str(t / "nope"), 1),
+    "export_without_a_reference_layout": ("export", lambda t, r: [str(r), str(t / "out.pth")],
+                                          lambda t, r: "no reference layout", 1),
+    "export_onto_an_existing_file": ("export", lambda t, r: [str(r), str(r / "metrics.json")],
+                                     lambda t, r: "exists; choose a new file name", 1),
 }
 
 
@@ -276,7 +290,24 @@ TRAIN_CASES = {
                                    "loss._target_=lgm_gcp.losses.Nope"),
     "unknown_experiment": (lambda t: ["experiment=gcp_resnet51_gcp_norm"], 2, "unknown experiment option"),
     "amp_value": (lambda t: ["trainer.amp=fp8", "hydra.run.dir=r"], 1, "trainer.amp='fp8'"),
+    "weights_missing": (lambda t: ["weights=nope.pth", "hydra.run.dir=r"], 1, "weights file nope.pth does not exist"),
+    "weights_not_a_checkpoint": (lambda t: ["weights=afile", "hydra.run.dir=r"], 1,
+                                 "afile is not a readable torch checkpoint"),
+    "eval_only_without_weights": (lambda t: ["eval.only=true", "hydra.run.dir=r"], 2, "give weights=FILE"),
 }
+
+
+@pytest.mark.parametrize("argv,status,fragment", [
+    ([], 2, "usage: lgm-gcp-eval FILE"), (["trainer.max_epochs=1"], 2, "the first argument must be the weights file"),
+    (["nope.pth"], 2, "weights file nope.pth does not exist"),
+])
+def test_eval_entry_point_fails_in_one_line(argv, status, fragment, capfd, monkeypatch, tmp_path):
+    from lgm_gcp.engine.entrypoint import eval_cli
+
+    got, lines = call(eval_cli, argv, capfd, monkeypatch, tmp_path)
+    assert got == status and fragment in lines[0], lines
+    assert len(lines) == 1 or fragment.startswith("usage")  # the usage text is the help, not an error
+    assert not (tmp_path / "outputs").exists()
 
 
 @pytest.mark.parametrize("case", sorted(TRAIN_CASES))

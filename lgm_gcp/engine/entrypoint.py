@@ -126,19 +126,23 @@ The run folder's metrics.json holds the result; lgm-gcp-table shows it in the "r
 
 def eval_cli() -> None:
     global PROG
-    PROG = "lgm-gcp-eval"
     argv = sys.argv[1:]
     if not argv or argv[0] in ("-h", "--help"):
         print(EVAL_USAGE, file=sys.stdout if argv else sys.stderr)
         raise SystemExit(0 if argv else 2)
     path = Path(argv[0])
     if "=" in argv[0] or argv[0].startswith("-"):
-        fail(PROG, f"the first argument must be the weights file, got {argv[0]!r} (see {PROG} --help)", status=2)
+        fail("lgm-gcp-eval", f"the first argument must be the weights file, got {argv[0]!r} (see lgm-gcp-eval "
+             "--help)", status=2)
     if not path.is_file():
-        fail(PROG, f"weights file {path} does not exist", status=2)
+        fail("lgm-gcp-eval", f"weights file {path} does not exist", status=2)
+    PROG = "lgm-gcp-eval"
     quoted = str(path.resolve()).replace("\\", "\\\\").replace("'", "\\'")
     sys.argv = [sys.argv[0], f"weights='{quoted}'", "eval.only=true", *argv[1:]]
-    cli()
+    try:
+        cli()
+    finally:
+        PROG = "lgm-gcp-train"
 
 
 if __name__ == "__main__":

@@ -32,6 +32,12 @@ BLOCK_NAMES = {ours: theirs for theirs, ours in THREE_G_BLOCK.items()}
 
 def reference_names(model: torch.nn.Module, keys: list) -> dict:
     """lgm-gcp key -> the reference repository's key, for the network ``model``."""
+    from lgm_gcp.models.backbones.cifar import Layer13
+    from lgm_gcp.models.backbones.torchvision_nets import TorchvisionBackbone
+
+    if not isinstance(model.backbone, (TorchvisionBackbone, Layer13)):
+        raise CheckpointError(f"a {type(model.backbone).__name__} backbone has no reference layout to export to; "
+                              "export covers the references' networks (torchvision backbones, layer13)")
     torchvision_whole = hasattr(getattr(model.backbone, "features", None), "conv1")  # ResNet, ShuffleNetV2
     post_layers = len(model.head.post)
     covariance_vgg = not torchvision_whole and hasattr(model.head, "reduce") and post_layers > 1

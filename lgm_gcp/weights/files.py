@@ -39,10 +39,11 @@ def read_file(path: str | Path, allow: list | None = None) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        what = found.group(1) if found else "a Python object"
-        raise CheckpointError(f"{path} holds {what} beside its tensors, which weights_only loading refuses; "
-                              f"convert it once with: {PROG} {path} <new file>") from None
-    except (RuntimeError, EOFError, OSError) as e:
+        if found is None:
+            raise CheckpointError(f"{path} is not a readable torch checkpoint ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{path} holds {found.group(1)} beside its tensors, which weights_only loading "
+                              f"refuses; convert it once with: {PROG} {path} <new file>") from None
+    except Exception as e:  # torch's unpickler raises whatever a garbage file trips (IndexError, KeyError, ...)
         raise CheckpointError(f"{path} is not a readable torch checkpoint ({str(e).splitlines()[0]})") from None
 
 
