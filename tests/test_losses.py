@@ -415,3 +415,21 @@ def test_fused_squared_distances_gradcheck_and_agree_with_broadcast():
     for centre in (torch.zeros(4, dtype=D64), mu.detach().mean(0), torch.randn(4, dtype=D64) * 3):
         assert torch.autograd.gradcheck(lambda a, b, c=centre: SquaredDistances.apply(a, b, c), (x, mu))
         torch.testing.assert_close(SquaredDistances.apply(x, mu, centre), (x[:, None] - mu[None]).square().sum(-1))
+
+
+def test_fused_large_margin_gradcheck_with_an_ignored_row_and_agrees_with_the_general_path():
+    """The fused Function's hand-written backward against finite differences (float64), with one
+    ignored target; and its value and gradient against the unfused path (all-ones class weights
+    take it), which builds CE and R separately with autograd."""
+    from lgm_gcp.losses.large_margin import FusedLargeMargin
+
+    z = (torch.randn(6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 4).requires_grad_()
+    y = torch.tensor([0, 4, -100, 2, 1, 3])
+    assert torch.autograd.gradcheck(lambda t: FusedLargeMargin.apply(t, y, 0.3, -100), (z,))
+    fused = large_margin_loss(z, y, 0.3)
+    general = large_margin_loss(z, y, 0.3, weight=torch.ones(5, dtype=torch.float64))
+    torch.testing.assert_close(fused, general, rtol=1e-12, atol=1e-12)
+    g_fused, = torch.autograd.grad(fused, z)
+    g_general, = torch.autograd.grad(general, z)
+    torch.testing.assert_close(g_fused, g_general, rtol=1e-12, atol=1e-12)
+    assert g_fused[2].abs().max() == 0  # the ignored row gets no gradient

@@ -8,6 +8,13 @@ the non-ignored samples. Differences from the reference, on purpose: ignored sam
 of R (the reference indexes column −100), the target column is removed by a select instead of
 subtracting 10⁶ (finite in fp16), C < 2 is refused at construction, label smoothing reaches CE.
 R is computed in float32 (or float64). Works on the logits of any head.
+
+The usual case (mean reduction, no class weights, no label smoothing) runs as one autograd Function,
+``FusedLargeMargin``, that shares every (N, C) pass between CE and R. With q the non-target softmax,
+L = log Σ_{j≠y} e^{z_j} and p_y = σ(z_y − L):
+  CE_i = softplus(L − z_y),   R_i = ½ [(q·z − L) − (Σ_{j≠y} z_j − (C−1) L)/(C−1)]
+  ∂/∂z_j = (1 − p_y) q_j + ½λ [q_j (z_j − q·z + 1) − 1/(C−1)]  (j ≠ y),   ∂/∂z_y = −(1 − p_y)
+(Σ_j (q_j − 1/(C−1)) = 0 removes the other terms). One exp pass in all, none in the backward.
 """
 
 from __future__ import annotations
@@ -33,6 +40,41 @@ def large_margin_regularizer(logits: torch.Tensor, targets: torch.Tensor, ignore
     return torch.where(valid, r, torch.zeros_like(r))
 
 
+class FusedLargeMargin(torch.autograd.Function):
+    """mean over the non-ignored rows of CE_i + λ R_i, logits (N, C) float32/float64, targets (N,)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, targets: torch.Tensor, reg_lambda: float, ignore_index: int):
+        n, c = z.shape
+        valid = targets != ignore_index
+        y = torch.where(valid, targets, torch.zeros_like(targets))[:, None]
+        weight = valid.to(z.dtype) / valid.sum().clamp_min(1)  # (N,): the mean over valid rows
+        e = z.scatter(1, y, float("-inf"))
+        m = e.amax(1, keepdim=True)
+        e.sub_(m).exp_()  # exp(z_j − m) off target, 0 on it
+        total = e.sum(1, keepdim=True)
+        q = e.div_(total)
+        lse = (m + total.log()).squeeze(1)  # L
+        z_y = z.gather(1, y).squeeze(1)
+        qz = torch.linalg.vecdot(q, z)
+        ce = F.softplus(lse - z_y)
+        r = 0.5 * ((qz - lse) - (z.sum(1) - z_y - (c - 1) * lse) / (c - 1))
+        ctx.save_for_backward(z, y, q, qz, lse, z_y, weight)
+        ctx.reg_lambda = reg_lambda
+        return (weight * (ce + reg_lambda * r)).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        z, y, q, qz, lse, z_y, weight = ctx.saved_tensors
+        half_lam, c = 0.5 * ctx.reg_lambda, z.shape[1]
+        row = (grad * weight)[:, None]  # (N, 1)
+        not_py = torch.sigmoid(lse - z_y)[:, None]  # 1 − p_y
+        out = torch.add(not_py + half_lam * (1.0 - qz[:, None]), z, alpha=half_lam)
+        out.mul_(q).sub_(half_lam / (c - 1)).mul_(row)
+        out.scatter_(1, y, -not_py * row)
+        return out, None, None, None
+
+
 def large_margin_loss(logits: torch.Tensor, targets: torch.Tensor, reg_lambda: float = 0.3,
                       weight: torch.Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
                       deg_logit: float | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -43,6 +85,9 @@ def large_margin_loss(logits: torch.Tensor, targets: torch.Tensor, reg_lambda: f
         valid = (targets != ignore_index)[:, None]
         onehot = F.one_hot(torch.where(valid[:, 0], targets, 0), c).to(logits.dtype) * valid
         logits = logits - deg_logit * onehot
+    if weight is None and not label_smoothing and reduction == "mean":
+        z = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+        return FusedLargeMargin.apply(z, targets, reg_lambda, ignore_index)
     ce = F.cross_entropy(logits, targets, weight=weight, ignore_index=ignore_index, reduction=reduction,
                          label_smoothing=label_smoothing)
     r = large_margin_regularizer(logits, targets, ignore_index)
