@@ -364,6 +364,11 @@ class TrainerConfig:
     skip_nonfinite: bool = False  # skip steps with a non-finite loss/gradient instead of stopping
     allow_extra: bool = False  # accept keys added with + on schema-backed groups
     force_resume: bool = False  # resume although the config differs from the checkpoint's
+    # the GCP study's loss-landscape probe every N steps (0: off; lgm_gcp/analysis/landscape.py), its step
+    # sizes δ from landscape_range[0] to [1] in landscape_points steps (the study: every 500, [0.1, 75], 50)
+    landscape_every: int = nonneg(0)
+    landscape_range: List[float] = field(default_factory=lambda: [0.1, 75.0])
+    landscape_points: int = count(50)
 
 
 # ----------------------------------------------------------------------------------- root

@@ -27,6 +27,7 @@ RESUMABLE_CHANGES = (
     "trainer.num_workers", "trainer.log_every", "trainer.eval_every", "trainer.checkpoint_every",
     "trainer.force_resume", "trainer.eval_batch_size", "trainer.devices", "trainer.accelerator", "dataset.root",
     "dataset.download", "lr_policy.epochs", "trainer.compile", "trainer.channels_last", "trainer.skip_nonfinite",
+    "trainer.landscape_every", "trainer.landscape_range", "trainer.landscape_points",
 )
 # a preset's documentation of its reference, and the initial weights (a run's checkpoint supersedes them)
 RESUMABLE_PREFIXES = ("reference", "weights")

@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from lgm_gcp.analysis.landscape import probe_hook
 from lgm_gcp.config import ConfigError, register_schemas, validate
 from lgm_gcp.config.compose import compose, compose_with_choices
 from lgm_gcp.config.resolvers import unique_dir
@@ -65,8 +66,9 @@ def preflight(argv) -> None:
     args = _parse(argv)
     if args.help or args.hydra_help or args.shell_completion or args.info or args.config_path:
         return
-    cfg = compose(args.overrides, search_path=args.config_dir)
-    check_weights(OmegaConf.to_container(cfg, resolve=True))  # the file exists, loads and fits the network
+    cfg = OmegaConf.to_container(compose(args.overrides, search_path=args.config_dir), resolve=True)
+    check_weights(cfg)  # the file exists, loads and fits the network
+    probe_hook(cfg["trainer"])  # a valid landscape_range
     for override in args.overrides:
         key, _, value = override.partition("=")
         if key in ("hydra.run.dir", "hydra.sweep.dir"):

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from lgm_gcp.analysis.landscape import probe_hook
 from lgm_gcp.config.instantiate import instantiate
 from lgm_gcp.engine import checkpoint, distributed
 from lgm_gcp.engine.ema import ModelEma
@@ -51,6 +52,7 @@ class Session:
     saved: str = "no checkpoint yet"  # where the last good weights are, for the non-finite message
     epoch_totals: torch.Tensor | None = None  # this rank's running sums of the epoch in progress
     epoch_start: float = 0.0  # time.time() at the epoch's start, less the time it ran before a resume
+    landscape: Any = None  # the loss-landscape probe (trainer.landscape_every), rank 0
 
     @property
     def trainer(self) -> Mapping[str, Any]:
@@ -156,6 +158,11 @@ def train_one_epoch(s: Session) -> dict:
         step = state["step"]
         lr = s.schedule(step, spe)
         set_lr(s.optimizer, lr)
+        if s.landscape is not None and s.env.is_main:  # this step's weights and batch, before its update
+            found = s.landscape(checkpoint.unwrap(s.model), s.memory_format(images), targets, step)
+            if found:
+                state["landscape"].append(found)
+                s.logger.scalars("landscape", {k: v for k, v in found.items() if k != "step"}, step)
         with s.autocast():
             loss, logits, logs = s.model(s.memory_format(images), targets, step)
         global_n = min(tcfg["batch_size"], s.data.num_train_images - state["step_in_epoch"] * tcfg["batch_size"])
@@ -240,6 +247,7 @@ def save_checkpoint(s: Session) -> None:
         payload = {
             "model": checkpoint.unwrap(s.model).state_dict(), "optimizer": s.optimizer.state_dict(),
             **{k: s.state[k] for k in ("epoch", "step", "step_in_epoch", "best")}, "epoch_sums": sums,
+            "landscape": s.state.get("landscape", []),
             "history": s.logger.history, "wall_time_s": time.time() - s.logger.start, "config": dict(s.cfg),
             "world_size": s.env.world_size, "rng": checkpoint.rng_state(),
             "scaler": s.scaler.state_dict() if s.scaler is not None else None,
@@ -306,6 +314,7 @@ def resume(run_dir: Path, cfg: Mapping[str, Any], env, model, optimizer, scaler,
         log.info("resumed from %s at epoch %d, step %d", path, payload["epoch"], payload["step"])
     state = {k: payload[k] for k in ("epoch", "step", "step_in_epoch", "best")}
     state["epoch_sums"] = payload.get("epoch_sums")
+    state["landscape"] = list(payload.get("landscape", []))
     state["loaded_from"] = f"{path} (step {payload['step']})"
     return state, list(payload.get("history", [])), payload.get("wall_time_s", 0.0)
 
@@ -355,6 +364,9 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
             resumed = None if cfg["eval"]["only"] else resume(run_dir, cfg, env, model, optimizer, scaler, ema)
             if resumed is not None:
                 state, history, extra["wall_time_s"] = resumed
+            landscape = probe_hook(tcfg)
+            if landscape is not None:  # metrics.json lists the probes (the same list the checkpoint keeps)
+                extra["landscape"] = state.setdefault("landscape", [])
             if env.is_main:  # only now: a run that fails to start never overwrites an earlier run's files
                 write_run_files(run_dir, cfg, overrides, choices)
 
@@ -363,7 +375,7 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
             status = "failed"
             with Preemption() as preemption:
                 s = Session(cfg, env, data, model, optimizer, schedule, scaler, ema, logger, state, preemption,
-                            saved=state.pop("loaded_from", "no checkpoint yet"))
+                            saved=state.pop("loaded_from", "no checkpoint yet"), landscape=landscape)
                 try:
                     status = fit(s)
                     if env.distributed:
