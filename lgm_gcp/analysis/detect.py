@@ -1,5 +1,5 @@
-"""lgm-gcp-detect: separate clean test images from FGSM adversarial ones (the L-GM paper's
-abnormal-input detection), by three scores, reported as ROC-AUC (clean = positive):
+"""lgm-gcp-detect: separate clean test images from adversarial ones (the L-GM paper's abnormal-input
+detection, evaluated as its predecessors do), by three scores, reported as ROC-AUC (clean = positive):
 
 (a) L-GM likelihood: −d_ẑ(x), the negative half squared (Mahalanobis) distance of the feature to the
     mean of its predicted class ẑ (L-GM runs only);
@@ -7,12 +7,20 @@ abnormal-input detection), by three scores, reported as ROC-AUC (clean = positiv
 (c) kernel density (Feinman et al.'s baseline, as the authors' later code): a Gaussian KDE with
     bandwidth h on the predicted class's training features, log mean exp(−‖f − f_i‖² / (2h²)).
 
-FGSM: x_adv = clip(x + ε · sign(∇_x CE(logits(x), y))), with ε in [0, 1] pixel units (converted to
-the normalised input space per channel) and clipping to the valid pixel range.
+Attacks, with ε in [0, 1] pixel units (converted to the normalised input space per channel), every
+iterate clipped to the valid pixel range:
+  fgsm  x_adv = x + ε · sign(∇_x CE(logits(x), y))                      (Goodfellow et al.)
+  bim   ``--steps`` T steps of α = 2.5ε/T along the sign of the gradient, each projected back onto
+        the ε-ball around x                                              (Kurakin et al.)
+  pgd   bim from a uniform random start in the ε-ball (seeded)           (Madry et al.)
+Pairs: by default only those whose clean image is classified correctly and whose adversarial one is
+not (``--keep successful``, as Feinman et al. and the L-GM paper's detection experiments count them);
+``--keep all`` keeps every test image. detect.json says which, and how many pairs each AUC rests on.
 
-    lgm-gcp-detect <run dir> [--epsilon 0.1] [--bandwidth 1.5] [--max-images 2000]
+    lgm-gcp-detect RUN [RUN ...] [--attacks fgsm bim pgd] [--epsilon 0.05 0.1] [--keep successful|all]
 
-Writes detect.json and detect_roc.png into the run folder and prints the AUCs.
+Writes detect.json and detect_roc.png (the first attack and ε) into each run folder, and prints (and
+writes to detect_table.md in the first run folder, or --out) one table over runs × attacks × ε.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from lgm_gcp.analysis.runs import features_of, load_run
-from lgm_gcp.errors import UserError, fail, one_line_parser, positive_float, positive_int, unit_interval
+from lgm_gcp.errors import UserError, fail, one_line_parser, output_path, positive_float, positive_int, unit_interval
 from lgm_gcp.losses.lgm import LGMLoss
 
 
@@ -35,6 +43,34 @@ def fgsm(model, images: torch.Tensor, targets: torch.Tensor, epsilon: float, mea
     (grad,) = torch.autograd.grad(loss, x)
     lo, hi = (0.0 - mean) / std, (1.0 - mean) / std
     return torch.max(torch.min(x.detach() + (epsilon / std) * grad.sign(), hi), lo)
+
+
+def iterative(model, images: torch.Tensor, targets: torch.Tensor, epsilon: float, mean: torch.Tensor,
+              std: torch.Tensor, steps: int, random_start: bool, seed: int = 0) -> torch.Tensor:
+    """BIM (``random_start=False``) or PGD: ``steps`` sign-gradient steps of 2.5ε/steps, each projected
+    onto the ε-ball around ``images`` and the valid pixel range (all in normalised units per channel)."""
+    radius, alpha = epsilon / std, 2.5 * epsilon / steps / std
+    lo, hi = (0.0 - mean) / std, (1.0 - mean) / std
+    x = images.clone()
+    if random_start:
+        noise = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed)).to(images)
+        x = torch.max(torch.min(x + (2 * noise - 1) * radius, hi), lo)
+    for _ in range(steps):
+        x.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(x), targets), x)
+        x = x.detach() + alpha * grad.sign()
+        x = torch.max(torch.min(x, images + radius), images - radius)
+        x = torch.max(torch.min(x, hi), lo)
+    return x.detach()
+
+
+ATTACKS = ("fgsm", "bim", "pgd")
+
+
+def attack(name: str, model, images, targets, epsilon, mean, std, steps: int) -> torch.Tensor:
+    if name == "fgsm":
+        return fgsm(model, images, targets, epsilon, mean, std)
+    return iterative(model, images, targets, epsilon, mean, std, steps, random_start=name == "pgd")
 
 
 def kde_scores(features: torch.Tensor, predicted: torch.Tensor, train_feats: torch.Tensor, train_labels: torch.Tensor,
@@ -63,7 +99,8 @@ def scores_of(model, images: torch.Tensor, train_feats, train_labels, bandwidth:
     return out, predicted
 
 
-def detect(run_dir: str | Path, epsilon: float = 0.1, bandwidth: float = 1.5, max_images: int = 2000) -> dict:
+def detect(run_dir: str | Path, epsilons=(0.1,), attacks=("fgsm",), bandwidth: float = 1.5,
+           max_images: int = 2000, keep: str = "successful", steps: int = 10) -> dict:
     from sklearn.metrics import roc_auc_score, roc_curve
 
     run_dir = Path(run_dir)
@@ -71,22 +108,51 @@ def detect(run_dir: str | Path, epsilon: float = 0.1, bandwidth: float = 1.5, ma
     train_feats, train_labels = features_of(model, _train_batches(data))
     clean, labels = _first_test_images(data, max_images)
     mean, std = data.mean.view(1, -1, 1, 1), data.std.view(1, -1, 1, 1)
-    adversarial = torch.cat([fgsm(model, clean[i:i + 256], labels[i:i + 256], epsilon, mean, std)
-                             for i in range(0, len(clean), 256)])
     clean_scores, clean_pred = scores_of(model, clean, train_feats, train_labels, bandwidth)
-    adv_scores, adv_pred = scores_of(model, adversarial, train_feats, train_labels, bandwidth)
-    result = {"run_dir": str(run_dir), "epsilon": epsilon, "bandwidth": bandwidth, "images": len(clean),
-              "clean_accuracy": 100 * (clean_pred == labels).double().mean().item(),
-              "adversarial_accuracy": 100 * (adv_pred == labels).double().mean().item(), "auc": {}}
-    curves = {}
-    for name in clean_scores:
-        y = torch.cat([torch.ones(len(clean)), torch.zeros(len(clean))]).numpy()
-        s = torch.cat([clean_scores[name], adv_scores[name]]).nan_to_num(neginf=-1e300).numpy()
-        result["auc"][name] = float(roc_auc_score(y, s))
-        curves[name] = roc_curve(y, s)[:2]
+    result = {"run_dir": str(run_dir), "bandwidth": bandwidth, "images": len(clean), "keep": keep,
+              "clean_accuracy": 100 * (clean_pred == labels).double().mean().item(), "results": []}
+    plotted = None  # (title, {score: (fpr, tpr, auc)}): the first attack and ε with pairs
+    for name in attacks:
+        for epsilon in epsilons:
+            adversarial = torch.cat([attack(name, model, clean[i:i + 256], labels[i:i + 256], epsilon, mean, std,
+                                            steps) for i in range(0, len(clean), 256)])
+            adv_scores, adv_pred = scores_of(model, adversarial, train_feats, train_labels, bandwidth)
+            pairs = ((clean_pred == labels) & (adv_pred != labels)) if keep == "successful" \
+                else torch.ones_like(labels, dtype=torch.bool)
+            entry = {"attack": name, "epsilon": epsilon, "steps": steps if name != "fgsm" else 1,
+                     "adversarial_accuracy": 100 * (adv_pred == labels).double().mean().item(),
+                     "pairs": int(pairs.sum()), "auc": {}}
+            curves = {}
+            for score in clean_scores:
+                if not entry["pairs"]:
+                    entry["auc"][score] = None
+                    continue
+                y = torch.cat([torch.ones(entry["pairs"]), torch.zeros(entry["pairs"])]).numpy()
+                sc = torch.cat([clean_scores[score][pairs], adv_scores[score][pairs]]).nan_to_num(neginf=-1e300)
+                entry["auc"][score] = float(roc_auc_score(y, sc.numpy()))
+                curves[score] = (*roc_curve(y, sc.numpy())[:2], entry["auc"][score])
+            if plotted is None and curves:
+                plotted = (f"{name} ε = {epsilon:g}", curves)
+            result["results"].append(entry)
     (run_dir / "detect.json").write_text(json.dumps(result, indent=2))
-    _plot(run_dir / "detect_roc.png", curves, result)
+    _plot(run_dir / "detect_roc.png", *(plotted or ("no successful attack", {})), keep)
     return result
+
+
+def table(results: list) -> str:
+    """One markdown table over runs × attacks × ε."""
+    scores = sorted({k for r in results for e in r["results"] for k in e["auc"]})
+    lines = ["| run | attack | ε | pairs | clean acc % | adv acc % | " + " | ".join(f"AUC {s}" for s in scores) + " |",
+             "|---" * (6 + len(scores)) + "|"]
+    for r in results:
+        for e in r["results"]:
+            aucs = " | ".join("-" if e["auc"].get(s) is None else f"{e['auc'][s]:.3f}" for s in scores)
+            lines.append(f"| {Path(r['run_dir']).name} | {e['attack']} | {e['epsilon']:g} | {e['pairs']} | "
+                         f"{r['clean_accuracy']:.1f} | {e['adversarial_accuracy']:.1f} | {aucs} |")
+    keeps = {r["keep"] for r in results}
+    note = ("pairs: clean correct and adversarial misclassified" if keeps == {"successful"}
+            else "pairs: every test image" if keeps == {"all"} else "pairs: per run, see detect.json")
+    return "\n".join(lines) + f"\n\n{note}; clean images are the positives.\n"
 
 
 def _train_batches(data):
@@ -106,18 +172,18 @@ def _first_test_images(data, max_images: int) -> tuple:
     return torch.cat(xs)[:max_images], torch.cat(ys)[:max_images]
 
 
-def _plot(path: Path, curves: dict, result: dict) -> None:
+def _plot(path: Path, title: str, curves: dict, keep: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    for name, (fpr, tpr) in curves.items():
-        ax.plot(fpr, tpr, label=f"{name} (AUC {result['auc'][name]:.3f})")
+    for name, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set(xlabel="false positive rate (adversarial kept)", ylabel="true positive rate (clean kept)",
-           title=f"FGSM ε = {result['epsilon']}: clean vs adversarial")
+           title=f"{title}: clean vs adversarial ({keep} pairs)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -126,13 +192,22 @@ def _plot(path: Path, curves: dict, result: dict) -> None:
 
 def cli(argv=None) -> None:
     parser = one_line_parser("lgm-gcp-detect", __doc__.splitlines()[0])
-    parser.add_argument("run_dir")
-    parser.add_argument("--epsilon", type=unit_interval, default=0.1, help="FGSM step in [0, 1] pixel units")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN")
+    parser.add_argument("--attacks", nargs="+", choices=ATTACKS, default=["fgsm"])
+    parser.add_argument("--epsilon", type=unit_interval, nargs="+", default=[0.1], help="steps in [0, 1] pixel units")
+    parser.add_argument("--steps", type=positive_int, default=10, help="iterations of bim and pgd")
+    parser.add_argument("--keep", choices=("successful", "all"), default="successful",
+                        help="successful: pairs whose clean image is right and adversarial one wrong; all: every image")
     parser.add_argument("--bandwidth", type=positive_float, default=1.5, help="KDE bandwidth on the features")
     parser.add_argument("--max-images", type=positive_int, default=2000)
+    parser.add_argument("--out", type=output_path, default=None, help="where to write detect_table.md")
     args = parser.parse_args(argv)
     try:
-        result = detect(args.run_dir, args.epsilon, args.bandwidth, args.max_images)
+        results = [detect(r, args.epsilon, args.attacks, args.bandwidth, args.max_images, args.keep, args.steps)
+                   for r in args.run_dirs]
     except UserError as e:
         fail("lgm-gcp-detect", e)
-    print(json.dumps(result, indent=2))
+    text = table(results)
+    out = Path(args.out) if args.out else Path(args.run_dirs[0])
+    (out / "detect_table.md" if out.is_dir() else out).write_text(text)
+    print(text)
