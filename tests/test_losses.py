@@ -433,3 +433,58 @@ def test_fused_large_margin_gradcheck_with_an_ignored_row_and_agrees_with_the_ge
     g_general, = torch.autograd.grad(general, z)
     torch.testing.assert_close(g_fused, g_general, rtol=1e-12, atol=1e-12)
     assert g_fused[2].abs().max() == 0  # the ignored row gets no gradient
+
+
+@pytest.mark.parametrize("form", ["half", "full"])
+def test_fused_lgm_equals_the_general_path_and_passes_gradcheck(form, monkeypatch):
+    """The fused Function (one frozen σ for all classes) against the general path (distances, logits,
+    margin scatter, CE and the likelihood term composed with autograd), in float64 with σ = 1.3,
+    α = 0.7, λ = 0.2: the same loss, logits, logs and gradients; and gradcheck on the Function."""
+    from lgm_gcp.losses.lgm import FusedLGM
+
+    torch.manual_seed(0)
+    crit = LGMLoss(6, 4, margin={"policy": "CONSTANT", "value": 0.7}, likelihood_weight=0.2, likelihood_form=form,
+                   sigma_init=1.3).double()
+    assert crit._shared_sigma() == pytest.approx(1.3)
+    x = (torch.randn(9, 6, dtype=torch.float64) + 2.0).requires_grad_()
+    y = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 3])
+
+    def run_path():
+        x.grad = crit.means.grad = None
+        loss, logits, logs = crit(x, y)
+        loss.backward()
+        return loss.detach(), logits.detach(), logs, x.grad.clone(), crit.means.grad.clone()
+
+    fused = run_path()
+    monkeypatch.setattr(LGMLoss, "_shared_sigma", lambda self: None)
+    general = run_path()
+    for a, b in zip(fused[:2] + fused[3:], general[:2] + general[3:]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for key in ("ce", "likelihood"):
+        torch.testing.assert_close(fused[2][key], general[2][key], rtol=1e-12, atol=1e-12)
+    k = 1.0 if form == "half" else 2.0
+    assert torch.autograd.gradcheck(lambda xx, mm: FusedLGM.apply(xx, mm, y, 1.3, 0.7, 0.2 * k)[0],
+                                    (x.detach().requires_grad_(), crit.means.detach().clone().requires_grad_()))
+
+
+def test_fused_lgm_loss_and_gradients_stay_accurate_on_trained_like_features():
+    """The same trained-like GCP-sized features as the logits test (D = 32,896, features near means
+    that share a large positive offset): the float32 loss and feature gradient against float64."""
+    torch.manual_seed(0)
+    d, classes = 32896, 20
+    crit = LGMLoss(d, classes)
+    with torch.no_grad():
+        crit.means.copy_(1.0 + 0.05 * torch.randn(classes, d))
+    y = torch.arange(16) % classes
+    x = crit.means.detach()[y] + 0.01 * torch.randn(16, d)
+    results = []
+    for dtype in (torch.float32, torch.float64):
+        c = crit.to(dtype)
+        xx = x.detach().to(dtype).requires_grad_()
+        loss = c(xx, y, step=6000)[0]
+        loss.backward()
+        results.append((loss.detach().double(), xx.grad.double()))
+        c.zero_grad()
+    (l32, g32), (l64, g64) = results
+    assert abs(l32 - l64) / abs(l64) < 1e-5
+    assert ((g32 - g64).abs().max() / g64.abs().max()).item() < 1e-4

@@ -9,9 +9,11 @@ features x (B, D), class means μ (C, D), variances σ (C,) isotropic or (C, D) 
   L_lkd    half:  ½‖x_i − μ_y‖²  (the Caffe/TF reference: not divided by σ, no log-det; default)
            full:  ‖x_i − μ_y‖²   (the authors' later PyTorch code)
            paper: d_y(x_i) + ½ log|Σ_y|  (the paper's Σ-scaled form)
-Distances use ‖x‖² − 2 x μᵀ + ‖μ‖² (clamped at 0), never a (B, C, D) tensor, in float32 even
-under autocast; ``SquaredDistances`` fuses their backward into the two matmuls a Linear layer needs
-plus one in-place pass over μ, and the likelihood term is a gather from the same distances.
+Distances use ‖x‖² − 2 x μᵀ + ‖μ‖² around the mean of the means (clamped at 0), never a (B, C, D)
+tensor, in float32 even under autocast. In the reference setting (isotropic, one frozen σ for every
+class, no log-det) the whole training loss is one Function, ``FusedLGM``, costing what a Linear + CE
+does; otherwise ``SquaredDistances`` fuses the distances' backward into the two matmuls a Linear layer
+needs plus one pass over μ, and the likelihood term is a gather from the same distances.
 σ = exp(log σ) is positive by construction; ``update_sigma=false`` freezes it at
 ``sigma_init`` (the reference setting, under which L-GM equals a linear layer with weights μ and
 biases −½‖μ‖²). Two deliberate differences from the Caffe layer, each with an option that restores it:
@@ -68,6 +70,66 @@ class SquaredDistances(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_mu = torch.addmm(mu * g.sum(0)[:, None], g.T, x, alpha=-1.0).mul_(2.0)
         return grad_x, grad_mu, None
+
+
+class FusedLGM(torch.autograd.Function):
+    """The training loss in its reference setting (isotropic, one frozen σ for every class, no log-det),
+    every (B, C) pass shared, as a Linear + CE costs. With c the mean of the means (detached), x̄ = x − c,
+    μ̄ = μ − c, v_i = x_i − μ_{y_i}, d_y = ½‖v‖²/σ and r_i = ½‖x̄_i‖²/σ:
+
+      s_ik = (x̄_i·μ̄_k − ½‖μ̄_k‖²)/σ = −d_ik + r_i         (the logits up to a per-row shift)
+      t_i  = r_i − (1 + α) d_y                             (the target's margin logit, same shift)
+      CE_i = logsumexp(s_i with s_iy := t_i) − t_i         (shift-invariant, so exact)
+      loss = mean_i CE_i + λ k mean_i ½‖v_i‖²              (k = 1 half, 2 full)
+
+    d_y comes from x − μ_y directly (exact); s is centred, so nothing large cancels in float32. With
+    P = softmax with its target column zeroed and p_y the target's probability, the backward is two
+    matmuls and row/column sums:
+      ∂/∂x = [P μ̄ + (p_y − 1)(x̄ − (1+α) v)]/(σB) + λ k v/B
+      ∂/∂μ = [Pᵀ x̄ − colsum(P) μ̄]/(σB) + Σ_{i: y_i = k} [(p_y − 1)(1+α) v_i/(σB) − λ k v_i/B]
+    Returns (loss, margin-free logits −d, CE, mean ½‖v‖²); only the loss carries a gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x, mu, targets, sigma: float, alpha: float, lam_k: float):
+        centre = mu.detach().mean(0)
+        xc, mc = x - centre, mu - centre
+        s = torch.addmm(mc.square().sum(1).mul_(-0.5), xc, mc.T)
+        if sigma != 1.0:
+            s.div_(sigma)
+        y = targets[:, None]
+        v = x - mu.index_select(0, targets)
+        sq_y = v.square().sum(1)
+        r = xc.square().sum(1).mul_(0.5 / sigma)
+        t = r - (1.0 + alpha) * 0.5 / sigma * sq_y
+        logits = s - r[:, None]
+        s.scatter_(1, y, t[:, None])
+        lse = torch.logsumexp(s, 1)
+        ce = (lse - t).mean()
+        ctx.save_for_backward(s, lse, targets, xc, mc, v)
+        ctx.sigma, ctx.alpha, ctx.lam_k = sigma, alpha, lam_k
+        half_lik = 0.5 * sq_y.mean()
+        ctx.mark_non_differentiable(logits)
+        return ce + lam_k * half_lik, logits, ce.detach(), half_lik.detach()
+
+    @staticmethod
+    def backward(ctx, grad, _grad_logits, _grad_ce, _grad_lik):
+        s, lse, targets, xc, mc, v = ctx.saved_tensors
+        b, sigma, alpha, lam_k = s.shape[0], ctx.sigma, ctx.alpha, ctx.lam_k
+        y = targets[:, None]
+        p = torch.sub(s, lse[:, None]).exp_()
+        p_y = p.gather(1, y)
+        p.scatter_(1, y, 0.0)  # P
+        scale = grad / (sigma * b)
+        pull = (grad * lam_k / b) * v  # the likelihood's λ k v / B
+        target = (scale * (p_y - 1.0)) * v.mul((1.0 + alpha))  # (p_y − 1)(1+α) v/(σB)
+        grad_x = grad_mu = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.addmm(torch.mul(xc, scale * (p_y - 1.0)) - target + pull, p, mc, alpha=scale)
+        if ctx.needs_input_grad[1]:
+            grad_mu = torch.addmm(mc * (-scale * p.sum(0)[:, None]), p.T, xc, alpha=scale)
+            grad_mu.index_add_(0, targets, target - pull)
+        return grad_x, grad_mu, None, None, None, None
 
 
 class LGMLoss(nn.Module):
@@ -157,8 +219,29 @@ class LGMLoss(nn.Module):
         with torch.autocast(features.device.type, enabled=False):
             return self._logits(self.half_distances(features))
 
+    def _shared_sigma(self) -> float | None:
+        """The one frozen variance of every class, when the fused path applies (isotropic, σ not
+        learned, all classes equal, no log-det, half or full likelihood); None otherwise."""
+        param = self._sigma_tensor()
+        if param.requires_grad or param.dim() != 1 or self.log_det or self.likelihood_form == "paper":
+            return None
+        key = (param._version, param.data_ptr())  # a load_state_dict or an edit changes the version
+        if getattr(self, "_sigma_cache", (None,))[0] != key:
+            sigma = self.variances(torch.float64)
+            shared = float(sigma[0]) if bool((sigma == sigma[0]).all()) else None
+            self._sigma_cache = (key, shared)
+        return self._sigma_cache[1]
+
     def forward(self, features: torch.Tensor, targets: torch.Tensor, step: int = 0):
         alpha = self.margin(step)
+        sigma = self._shared_sigma()
+        if sigma is not None:
+            with torch.autocast(features.device.type, enabled=False):
+                x = features if features.dtype in (torch.float32, torch.float64) else features.float()
+                k = 1.0 if self.likelihood_form == "half" else 2.0
+                loss, logits, ce, half_lik = FusedLGM.apply(x, self.means.to(x.dtype), targets, sigma, alpha,
+                                                            self.likelihood_weight * k)
+            return loss, logits, {"alpha": alpha, "ce": ce, "likelihood": k * half_lik}
         with torch.autocast(features.device.type, enabled=False):
             sq = self.squared_distances(features)  # ‖x − μ_k‖², shared by the logits and the likelihood
             d = self.half_distances(features, sq)
