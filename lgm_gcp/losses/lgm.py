@@ -93,20 +93,23 @@ class FusedLGM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, mu, targets, sigma: float, alpha: float, lam_k: float):
         centre = mu.detach().mean(0)
-        xc, mc = x - centre, mu - centre
-        s = torch.addmm(mc.square().sum(1).mul_(-0.5), xc, mc.T)
+        xc = x - centre
+        mc_norm = torch.cdist(mu[None], centre[None, None], compute_mode="donot_use_mm_for_euclid_dist")[0, :, 0]
+        # x̄·μ_k differs from x̄·μ̄_k by x̄·c, a per-row constant: folded into the shift r, and no (C, D)
+        # temporary μ − c is made (allocating one per step cost as much as a matmul)
+        s = torch.addmm(mc_norm.square_().mul_(-0.5), xc, mu.T)
         if sigma != 1.0:
             s.div_(sigma)
         y = targets[:, None]
         v = x - mu.index_select(0, targets)
-        sq_y = v.square().sum(1)
-        r = xc.square().sum(1).mul_(0.5 / sigma)
+        sq_y = torch.linalg.vector_norm(v, dim=1).square_()
+        r = (torch.linalg.vector_norm(xc, dim=1).square_().mul_(0.5) + xc @ centre) / sigma
         t = r - (1.0 + alpha) * 0.5 / sigma * sq_y
         logits = s - r[:, None]
         s.scatter_(1, y, t[:, None])
         lse = torch.logsumexp(s, 1)
         ce = (lse - t).mean()
-        ctx.save_for_backward(s, lse, targets, xc, mc, v)
+        ctx.save_for_backward(s, lse, targets, x, xc, mu, centre, v)
         ctx.sigma, ctx.alpha, ctx.lam_k = sigma, alpha, lam_k
         half_lik = 0.5 * sq_y.mean()
         ctx.mark_non_differentiable(logits)
@@ -114,20 +117,21 @@ class FusedLGM(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad, _grad_logits, _grad_ce, _grad_lik):
-        s, lse, targets, xc, mc, v = ctx.saved_tensors
+        s, lse, targets, x, xc, mu, centre, v = ctx.saved_tensors
         b, sigma, alpha, lam_k = s.shape[0], ctx.sigma, ctx.alpha, ctx.lam_k
         y = targets[:, None]
+        scale = grad / (sigma * b)
         p = torch.sub(s, lse[:, None]).exp_()
         p_y = p.gather(1, y)
-        p.scatter_(1, y, 0.0)  # P
-        scale = grad / (sigma * b)
-        pull = (grad * lam_k / b) * v  # the likelihood's λ k v / B
-        target = (scale * (p_y - 1.0)) * v.mul((1.0 + alpha))  # (p_y − 1)(1+α) v/(σB)
+        p.scatter_(1, y, 0.0).mul_(scale)  # P / (σB)
+        target = v * (scale * (p_y - 1.0) * (1.0 + alpha))  # (p_y − 1)(1+α) v/(σB)
+        pull = v * (grad * lam_k / b)  # the likelihood's λ k v / B
         grad_x = grad_mu = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.addmm(torch.mul(xc, scale * (p_y - 1.0)) - target + pull, p, mc, alpha=scale)
-        if ctx.needs_input_grad[1]:
-            grad_mu = torch.addmm(mc * (-scale * p.sum(0)[:, None]), p.T, xc, alpha=scale)
+        if ctx.needs_input_grad[0]:  # P μ̄ = P μ − rowsum(P) c
+            grad_x = torch.mm(p, mu).addr_(p.sum(1), centre, alpha=-1.0)
+            grad_x.add_(xc * (scale * (p_y - 1.0))).sub_(target).add_(pull)
+        if ctx.needs_input_grad[1]:  # Pᵀ x̄ − colsum(P) μ̄ = Pᵀ x − colsum(P) μ
+            grad_mu = torch.mm(p.T, x).addcmul_(mu, p.sum(0)[:, None], value=-1.0)
             grad_mu.index_add_(0, targets, target - pull)
         return grad_x, grad_mu, None, None, None, None
 
