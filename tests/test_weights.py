@@ -287,3 +287,11 @@ def test_table_shows_released_weights_beside_ours_and_the_paper(tmp_path, capsys
     rows = {(r["row"], r["column"]): r for r in csv.DictReader(open(tmp_path / "gcp_imagenet.csv"))}
     cell = rows[("ResNet-50", "GCP norm")]
     assert (cell["n"], float(cell["test_top1_released"]), float(cell["test_top1_mean"])) == ("1", 78.5, 78.0)
+
+
+def test_the_converter_writes_a_plain_state_dict_that_loads_with_weights_only(tmp_path):
+    write_release("lms__layer13_cifar10", "lms", tmp_path / "lms.pth.tar")
+    convert(tmp_path / "lms.pth.tar", tmp_path / "plain.pth")
+    plain = torch.load(tmp_path / "plain.pth", weights_only=True)
+    tensors = identifying_tensors(tsv_shapes("lms__layer13_cifar10"))
+    assert list(plain) == list(tensors) and all(torch.equal(plain[k], tensors[k]) for k in tensors)

@@ -10,7 +10,7 @@ weights) is refused in one line that names the converter:
     lgm-gcp-convert checkpoint-epoch120.pth.tar converted.pth
 
 which loads it with an allow-list of harmless types (``argparse.Namespace``) and writes the state
-dict alone, as ``{"state_dict": ...}``.
+dict alone: a plain ``{name: tensor}`` file, ``module.`` prefixes removed.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def convert(source: str | Path, target: str | Path) -> int:
     """Load ``source`` with the allow-list, write its state dict alone to ``target``; returns the
     number of tensors."""
     state = state_dict_of(read_file(source, allow=HARMLESS), source)
-    torch.save({"state_dict": state}, target)
+    torch.save(state, target)
     return len(state)
 
 
