@@ -210,19 +210,25 @@ def test_lgm_scales_to_gcp_features_without_a_bcd_tensor():
     assert torch.isfinite(crit.means.grad).all()
 
 
-@pytest.mark.parametrize("autocast", [False, True])
-def test_lgm_float32_logits_stay_accurate_on_trained_like_features(autocast):
-    """GCP-sized features (D = 32,896) near their class means, all means sharing a positive offset
-    as post-ReLU covariance features do: ‖x − μ‖² ≈ D·1e-4 ≈ 3.3 while ‖x‖² ≈ D ≈ 32,896, so the
-    expanded form ‖x‖² − 2x·μ + ‖μ‖² would lose ~1e-2 relative in float32. Against float64 the
-    logits must stay within 1e-5 relative (of the largest logit), also under bf16 autocast."""
+def trained_like_lgm() -> tuple:
+    """An L-GM head at the GCP dimension (D = 32,896, 20 classes) whose means share a positive offset of
+    1 (± 0.05), and 16 features 0.01-close to their class means: (criterion, features, targets)."""
     torch.manual_seed(0)
     d, classes = 32896, 20
     crit = LGMLoss(d, classes)
     with torch.no_grad():
         crit.means.copy_(1.0 + 0.05 * torch.randn(classes, d))
     y = torch.arange(16) % classes
-    x = crit.means.detach()[y] + 0.01 * torch.randn(16, d)
+    return crit, crit.means.detach()[y] + 0.01 * torch.randn(16, d), y
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_lgm_float32_logits_stay_accurate_on_trained_like_features(autocast):
+    """GCP-sized features (D = 32,896) near their class means, all means sharing a positive offset
+    as post-ReLU covariance features do: ‖x − μ‖² ≈ D·1e-4 ≈ 3.3 while ‖x‖² ≈ D ≈ 32,896, so the
+    expanded form ‖x‖² − 2x·μ + ‖μ‖² would lose ~1e-2 relative in float32. Against float64 the
+    logits must stay within 1e-5 relative (of the largest logit), also under bf16 autocast."""
+    crit, x, y = trained_like_lgm()
     x64, mu64 = x.double(), crit.means.detach().double()
     exact = -0.5 * (x64.square().sum(1, keepdim=True) - 2 * x64 @ mu64.T + mu64.square().sum(1))
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
@@ -470,13 +476,7 @@ def test_fused_lgm_equals_the_general_path_and_passes_gradcheck(form, monkeypatc
 def test_fused_lgm_loss_and_gradients_stay_accurate_on_trained_like_features():
     """The same trained-like GCP-sized features as the logits test (D = 32,896, features near means
     that share a large positive offset): the float32 loss and feature gradient against float64."""
-    torch.manual_seed(0)
-    d, classes = 32896, 20
-    crit = LGMLoss(d, classes)
-    with torch.no_grad():
-        crit.means.copy_(1.0 + 0.05 * torch.randn(classes, d))
-    y = torch.arange(16) % classes
-    x = crit.means.detach()[y] + 0.01 * torch.randn(16, d)
+    crit, x, y = trained_like_lgm()
     results = []
     for dtype in (torch.float32, torch.float64):
         c = crit.to(dtype)
