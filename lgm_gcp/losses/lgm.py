@@ -112,8 +112,9 @@ class FusedLGM(torch.autograd.Function):
         ctx.save_for_backward(s, lse, targets, x, xc, mu, centre, v)
         ctx.sigma, ctx.alpha, ctx.lam_k = sigma, alpha, lam_k
         half_lik = 0.5 * sq_y.mean()
-        ctx.mark_non_differentiable(logits)
-        return ce + lam_k * half_lik, logits, ce.detach(), half_lik.detach()
+        ce_out, lik_out = ce.detach(), half_lik.detach()
+        ctx.mark_non_differentiable(logits, ce_out, lik_out)
+        return ce + lam_k * half_lik, logits, ce_out, lik_out
 
     @staticmethod
     def backward(ctx, grad, _grad_logits, _grad_ce, _grad_lik):
