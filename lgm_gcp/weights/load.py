@@ -95,13 +95,12 @@ def vector_permutation(dim: int, from_order: str, to_order: str) -> torch.Tensor
 def _head_order(model: torch.nn.Module) -> tuple:
     """(d, vectorisation order, the key of the first layer reading the vector) of a covariance head."""
     head = model.head
-    cov = getattr(head, "cov", None) or next((m for m in head.modules() if hasattr(m, "vec_order")), None)
+    cov = next((m for m in head.modules() if hasattr(m, "vec_order")), None)  # the CovarianceSqrt, if any
     if cov is None:
         return None
-    dim = head.reduce[0].out_channels
     first = "head.post.0.weight" if any(isinstance(m, torch.nn.Linear) for m in head.post.modules()) \
         else "criterion.fc.weight"
-    return dim, cov.vec_order, first
+    return head.reduce[0].out_channels, cov.vec_order, first
 
 
 def fitting_match(model: torch.nn.Module, state: dict, path: str | Path, layout: str | None = None) -> Match:
