@@ -74,10 +74,10 @@ def reference_names(model: torch.nn.Module, keys: list) -> dict:
 
 def export_state_dict(model_state: dict, model: torch.nn.Module) -> dict:
     """The reference-layout state dict of ``model_state`` (an lgm-gcp state dict of ``model``)."""
-    canonical = list(model_tensors(model))
-    names = reference_names(model, canonical)
-    exported = {names[k]: model_state[k] for k in canonical}
-    back = match({k: v for k, v in exported.items()}, model_tensors(model))
+    targets = model_tensors(model)
+    names = reference_names(model, list(targets))
+    exported = {names[k]: model_state[k] for k in targets}
+    back = match(exported, targets)
     if back.missing or back.unexpected or back.mismatched or any(
             names[model_key] != file_key for model_key, file_key in back.filled.items()):
         raise CheckpointError(f"this network's export does not load back ({back.layout} layout); it has no "

@@ -36,13 +36,20 @@ def _classifier_indices(keys: Iterable[str]) -> list:
     return sorted({int(m.group(1)) for k in keys if (m := re.match(r"classifier\.(\d+)\.", k))})
 
 
+def _renamed_prefix(key: str, table: dict) -> str | None:
+    """``key`` with the first matching prefix of ``table`` replaced, or None."""
+    for old, new in table.items():
+        if key.startswith(old):
+            return new + key[len(old):]
+    return None
+
+
 def reference_key(key: str, last_classifier: int | None) -> str:
     """One reference key -> lgm-gcp's; ``last_classifier``: the index of the last classifier Linear.
     lgm-gcp's backbone keeps the torchvision model as ``backbone.features``, or, where torchvision
     splits it (VGG, MobileNetV2, DenseNet), that model's own ``features``."""
-    for old, new in REDUCTION.items():
-        if key.startswith(old):
-            return new + key[len(old):]
+    if (renamed := _renamed_prefix(key, REDUCTION)) is not None:
+        return renamed
     if m := re.fullmatch(r"AtMp(\d+)\.(\w+)\.(\w+)", key):
         block, layer, tensor = m.groups()
         return f"head.blocks.{int(block) - 1}.{THREE_G_BLOCK.get(layer, layer)}.{tensor}"
@@ -65,15 +72,8 @@ def _sequential(keys: list) -> dict:
             for k in keys}
 
 
-def _mainpy_name(key: str) -> str:
-    for old, new in MAINPY_RESNET.items():
-        if key.startswith(old):
-            return new + key[len(old):]
-    return key
-
-
 def _fast_mpn_cov_main(keys: list) -> dict:
-    renamed = {k: _mainpy_name(k) for k in keys}
+    renamed = {k: _renamed_prefix(k, MAINPY_RESNET) or k for k in keys}
     mapped = _reference(list(renamed.values()))
     return {k: mapped[renamed[k]] for k in keys}
 
@@ -85,9 +85,7 @@ LAYOUTS: dict[str, Callable[[list], dict]] = {
     "fast-mpn-cov-main": _fast_mpn_cov_main,
 }
 
-VECTOR_ORDER_OF_FILE = {True: "col", False: "row"}  # 3G-Net's files (AtMp keys) vectorise column by column
-
-
 def file_vector_order(keys: Iterable[str]) -> str:
-    """The covariance vectorisation the file's classifier was trained on: 3G-Net's or iSQRT-COV's."""
-    return VECTOR_ORDER_OF_FILE[any(k.startswith("AtMp") for k in keys)]
+    """The covariance vectorisation the file's classifier was trained on: 3G-Net's files (AtMp keys)
+    go column by column, iSQRT-COV's row by row."""
+    return "col" if any(k.startswith("AtMp") for k in keys) else "row"
