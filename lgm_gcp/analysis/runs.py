@@ -13,6 +13,7 @@ from lgm_gcp.config.instantiate import instantiate
 from lgm_gcp.engine import checkpoint
 from lgm_gcp.errors import RunFolderError
 from lgm_gcp.models.build import build_model
+from lgm_gcp.weights import load_weights
 
 
 def read_yaml(path: Path, must_have: tuple = ()) -> dict:
@@ -49,16 +50,22 @@ def run_folder(run_dir: str | Path) -> Path:
 
 
 def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu"):
-    """Returns (config dict, data, network in eval mode)."""
+    """Returns (config dict, data, network in eval mode). A run of ``lgm-gcp-eval`` has no
+    checkpoint: its network is loaded from the ``weights`` file its config names."""
     run_dir = run_folder(run_dir)
     cfg = read_yaml(run_dir / "config.yaml", ("dataset", "backbone", "head", "loss"))
     path = run_dir / "checkpoints" / f"{which}.pt"
     if not path.is_file():
         path = run_dir / "checkpoints" / "last.pt"
-    payload = checkpoint.load(path)
+    if not path.is_file() and not cfg.get("weights"):
+        raise RunFolderError(f"{run_dir} has no checkpoints/{which}.pt or last.pt and names no weights file; "
+                             "has the run saved a checkpoint yet?")
     data = instantiate(cfg["dataset"], ten_crop=False, num_workers=0)
     model = build_model(cfg, data.num_classes, data.in_channels)
-    model.load_state_dict(payload["model"])
+    if path.is_file():
+        model.load_state_dict(checkpoint.load(path)["model"])
+    else:
+        load_weights(model, cfg["weights"])
     return cfg, data, model.to(device).eval()
 
 
