@@ -207,7 +207,8 @@ def entry(name):
 
     module = {"table": "lgm_gcp.analysis.table", "detect": "lgm_gcp.analysis.detect",
               "features": "lgm_gcp.analysis.features", "plot_lr": "lgm_gcp.schedules.plot",
-              "convert": "lgm_gcp.weights.files", "export": "lgm_gcp.weights.export"}[name]
+              "convert": "lgm_gcp.weights.files", "export": "lgm_gcp.weights.export",
+              "robustness": "lgm_gcp.robustness.evaluate"}[name]
     return importlib.import_module(module).cli
 
 
@@ -251,6 +252,21 @@ ENTRY_CASES = {
                                           lambda t, r: "no reference layout", 1),
     "export_onto_an_existing_file": ("export", lambda t, r: [str(r), str(r / "metrics.json")],
                                      lambda t, r: "exists; choose a new file name", 1),
+    "robustness_missing_folder": ("robustness", lambda t, r: [str(t / "nope")], lambda t, r: str(t / "nope"), 1),
+    "robustness_missing_baseline": ("robustness", lambda t, r: [str(r), "--baseline", str(t / "nope")],
+                                    lambda t, r: str(t / "nope"), 1),
+    "robustness_alexnet_on_a_subset": ("robustness", lambda t, r: [str(r), "--baseline", "alexnet", "--corruptions",
+                                                                    "fog"], lambda t, r: "all 15 corruptions", 1),
+    "robustness_alexnet_on_small_images": ("robustness", lambda t, r: [str(r), "--baseline", "alexnet",
+                                                                        "--max-images", "1", "--perturbations"],
+                                           lambda t, r: "imagenet protocol", 1),
+    "robustness_unknown_corruption": ("robustness", lambda t, r: [str(r), "--corruptions", "rain"],
+                                      lambda t, r: "'rain'", 2),
+    "robustness_severity_six": ("robustness", lambda t, r: [str(r), "--severities", "6"], lambda t, r: "6", 2),
+    "robustness_nothing_to_do": ("robustness", lambda t, r: [str(r), "--corruptions", "--perturbations"],
+                                 lambda t, r: "nothing to evaluate", 1),
+    "robustness_missing_frost_dir": ("robustness", lambda t, r: [str(r), "--frost-dir", str(t / "ice")],
+                                     lambda t, r: str(t / "ice"), 1),
 }
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lgm_gcp.analysis.runs import load_run, read_json, run_folder
+from lgm_gcp.analysis.runs import load_run, read_json, read_yaml, run_folder
 from lgm_gcp.errors import ConfigError, RunFolderError, UserError, fail, one_line_parser, output_path, positive_int
 from lgm_gcp.robustness import corruptions as C
 from lgm_gcp.robustness import metrics as M
@@ -125,13 +125,20 @@ def summarise(raw: dict, baseline: dict | str | None) -> dict:
             "corruption": c, "perturbation": p, "summary": summary}
 
 
-def check_baseline(baseline: str, settings: dict) -> None:
-    """Before any work: ``alexnet`` fits only the full ImageNet-C protocol; a folder must be a run."""
+def check_baseline(baseline: str, settings: dict, run_dirs: list) -> None:
+    """Before any work: ``alexnet`` fits only the full ImageNet-C protocol on ImageNet-sized images;
+    a baseline folder must be a run."""
     if baseline == "alexnet":
         if settings["protocol"] == "cifar" or sorted(settings["corruptions"]) != sorted(C.CORRUPTIONS) \
                 or sorted(settings["severities"]) != [1, 2, 3, 4, 5]:
             raise ConfigError("--baseline alexnet normalises ImageNet-C: all 15 corruptions at severities 1-5 under "
                               "the imagenet protocol; give a baseline run folder or --baseline none")
+        for run in run_dirs:
+            size = read_yaml(Path(run) / "config.yaml", ("dataset",))["dataset"].get("image_size", 0)
+            if C.protocol_for(size, size, settings["protocol"]) != "imagenet":
+                raise ConfigError(f"--baseline alexnet normalises ImageNet-C at the imagenet protocol, but {run}'s "
+                                  f"{size}-pixel images take the cifar protocol; give a baseline run folder, "
+                                  "--protocol imagenet or --baseline none")
     elif baseline not in ("auto", "none"):
         run_folder(baseline)
 
@@ -141,10 +148,6 @@ def _resolve_baseline(baseline: str, raw: dict) -> str | None:
         s = raw["settings"]
         full = sorted(s["corruptions"]) == sorted(C.CORRUPTIONS) and sorted(s["severities"]) == [1, 2, 3, 4, 5]
         return "alexnet" if s["protocol"] == "imagenet" and full else None
-    if baseline == "alexnet" and raw["settings"]["protocol"] != "imagenet":
-        raise ConfigError(f"--baseline alexnet normalises ImageNet-C at the imagenet protocol, but "
-                          f"{raw['run_dir']}'s {raw['settings']['protocol']}-sized images use the cifar protocol; "
-                          "give a baseline run folder or --baseline none")
     return None if baseline == "none" else baseline
 
 
@@ -248,9 +251,9 @@ def cli(argv=None) -> None:
         if args.frost_dir and not Path(args.frost_dir).is_dir():
             raise ConfigError(f"--frost-dir {args.frost_dir} is not a folder; give the folder of frost1.png … "
                               "frost6.jpg, or leave it out for the procedural frost")
-        check_baseline(args.baseline, settings)
         for run in args.run_dirs:
             run_folder(run)
+        check_baseline(args.baseline, settings, args.run_dirs)
         results = []
         for run in args.run_dirs:
             raw = evaluate(run, settings, args.device)
