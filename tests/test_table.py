@@ -102,7 +102,9 @@ def test_unknown_table_is_one_line(tmp_path, capsys):
 # large-margin scripts print the best test error over epochs, Caffe's L-GM solver tests its last
 # snapshot; the demo reports its last epoch.
 REFERENCE_TAKES = {"gcp_imagenet": "best", "g3net": "best", "large_margin_imagenet": "best",
-                   "large_margin_cifar": "best", "lgm_cifar100": "final", "digits_demo": "final"}
+                   "large_margin_cifar": "best", "lgm_cifar100": "final", "digits_demo": "final",
+                   # lgm-gcp-robustness evaluates checkpoints/best.pt
+                   "gcp_robustness": "best", "digits_robustness": "best"}
 
 
 @pytest.mark.parametrize("name", TABLES)
@@ -126,3 +128,30 @@ def test_best_take_scores_the_best_epoch_not_the_last(tmp_path):
     best, final = load_table("g3net"), load_table("lgm_cifar100")
     assert _score(run_, final)[0] == 60.0
     assert _score(run_, best)[0] == 100.0 - 70.0  # g3net reports errors
+
+
+def test_robustness_table_reads_each_runs_robustness_summary(tmp_path, capsys):
+    """Two fabricated ImageNet runs (GAP, GCP on ResNet-50, LR_norm), the GCP one with a robustness.json;
+    one without robustness.json is 'not evaluated'; the GCP cell shows its four numbers beside the paper's."""
+    import json
+
+    import yaml
+
+    def fake(name, head, summary):
+        d = tmp_path / name
+        d.mkdir()
+        choices = {"dataset": "imagenet", "backbone": "resnet50", "head": head, "loss": "softmax", "lr_policy": "norm"}
+        (d / "config.yaml").write_text(yaml.safe_dump({"seed": 0}))
+        (d / "choices.yaml").write_text(yaml.safe_dump(choices))
+        (d / "metrics.json").write_text(json.dumps({"status": "finished", "best": {"test_top1": 70.0}}))
+        if summary:
+            (d / "robustness.json").write_text(json.dumps({"summary": summary}))
+
+    fake("gcp", "gcp", {"mCE": 71.5, "relative_mCE": 98.25, "mFP": 48.0, "mT5D": 75.0})
+    fake("gap", "gap", None)
+    cli([str(tmp_path), "table=gcp_robustness"])
+    out = capsys.readouterr().out
+    assert "| ResNet-50 | not evaluated · paper 76.70 / 105.00 / 58.00 / 78.30 | " \
+           "71.50 / 98.25 / 48.00 / 75.00 (n=1) · paper 70.70 / 97.90 / 47.50 / 74.60 · Δ +0.80 / +0.35 / +0.50 / +0.40 |" in out
+    rows = {(r["row"], r["column"]): r for r in csv.DictReader(open(tmp_path / "gcp_robustness.csv"))}
+    assert float(rows[("ResNet-50", "GCP")]["mT5D_mean"]) == 75.0

@@ -81,7 +81,10 @@ def load_table(name: str) -> TableConfig:
                        if p.name.endswith(".yaml"))
         raise ConfigError(f"unknown table '{name}'; valid: {', '.join(known)}")
     merged = OmegaConf.merge(OmegaConf.structured(TableConfig), OmegaConf.load(str(path)))
-    return OmegaConf.to_object(merged)
+    table = OmegaConf.to_object(merged)
+    if table.results not in ("metrics", "robustness"):
+        raise ConfigError(f"table {name}: results={table.results!r} is not valid; choose metrics or robustness")
+    return table
 
 
 def _axis_label(run: Run, axis) -> str | None:
@@ -89,14 +92,21 @@ def _axis_label(run: Run, axis) -> str | None:
     return axis.labels.get(key)
 
 
+def metric_names(table: TableConfig) -> list:
+    return [table.metric] + ([table.second_metric] if table.second_metric else []) + list(table.extra_metrics)
+
+
 def _score(run: Run, table: TableConfig) -> tuple | None:
     if run.metrics is None or run.metrics.get("status") not in ("finished", "stopped", "evaluated"):
         return None  # stopped: written before 0.2 for runs that reached max_steps
-    record = run.metrics.get("final" if run.released else "best" if table.take == "best" else "final")
+    if table.results == "robustness":
+        path = run.path / "robustness.json"
+        record = read_json(path).get("summary") if path.is_file() else None
+    else:
+        record = run.metrics.get("final" if run.released else "best" if table.take == "best" else "final")
     if not record:
         return None
-    names = [table.metric] + ([table.second_metric] if table.second_metric else [])
-    values = tuple(record.get(n, float("nan")) for n in names)
+    values = tuple(float("nan") if record.get(n) is None else record[n] for n in metric_names(table))
     return tuple(100.0 - v for v in values) if table.error else values
 
 
@@ -119,6 +129,8 @@ class Cell:
         for status in ("running", "preempted"):  # a rerun of the same command continues these
             if status in states:
                 return status
+        if states & {"finished", "stopped", "evaluated"}:  # trained, but its results file is missing
+            return "not evaluated"
         return "failed"
 
     def stats(self, i: int, released: bool = False) -> tuple:
@@ -182,12 +194,17 @@ def _format_cell(cell: Cell, n_metrics: int) -> str:
 
 
 def render_markdown(table: TableConfig, cells: Sequence[Cell]) -> str:
-    n = 2 if table.second_metric else 1
-    what = table.metric + (f" / {table.second_metric}" if table.second_metric else "")
+    n = len(metric_names(table))
+    what = " / ".join(metric_names(table))
     kind = "error (100 − accuracy)" if table.error else "accuracy"
     epoch = ("the best epoch of each run (highest test top-1), as the reference reported" if table.take == "best"
              else "the final epoch of each run, as the reference reported")
-    lines = [f"### {table.title}", "", f"{what}, {kind} in %, from {epoch}; mean ± std over seeds."
+    if table.results == "robustness":
+        intro = (f"{what} (lower is better) from each run's robustness.json (lgm-gcp-robustness, which evaluates "
+                 f"the checkpoint of {epoch})")
+    else:
+        intro = f"{what}, {kind} in %, from {epoch}"
+    lines = [f"### {table.title}", "", f"{intro}; mean ± std over seeds."
              + (f" Published: {table.source}." if table.source else ""), ""]
     columns = list(table.columns.labels.values())
     lines.append("| | " + " | ".join(columns) + " |")
@@ -199,8 +216,8 @@ def render_markdown(table: TableConfig, cells: Sequence[Cell]) -> str:
 
 
 def write_csv(path: Path, table: TableConfig, cells: Sequence[Cell]) -> None:
-    n = 2 if table.second_metric else 1
-    names = [table.metric] + ([table.second_metric] if table.second_metric else [])
+    names = metric_names(table)
+    n = len(names)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["row", "column", "status", "n", "epoch"] + [f"{m}_{s}" for m in names for s in ("mean", "std")]
@@ -266,7 +283,8 @@ def make_table(dirs: Sequence[str | Path], name: str | None, out: Path) -> str:
     text = render_markdown(table, cells)
     (out / f"{name}.md").write_text(text)
     write_csv(out / f"{name}.csv", table, cells)
-    plot_curves(out / f"{name}.png", table, cells)
+    if table.results == "metrics":  # robustness numbers have no per-epoch curve
+        plot_curves(out / f"{name}.png", table, cells)
     return text
 
 

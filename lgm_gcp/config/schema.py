@@ -433,6 +433,10 @@ class TableConfig:
     second_metric: Optional[str] = None  # e.g. test_top5, shown after a slash
     error: bool = False  # report 100 - accuracy
     take: str = "final"  # final | best (the epoch with the best test top-1)
+    # where a run's numbers come from: metrics (metrics.json's epoch records) or robustness
+    # (robustness.json's summary, written by lgm-gcp-robustness)
+    results: str = "metrics"
+    extra_metrics: List[str] = field(default_factory=list)  # shown after second_metric
     rows: TableAxisConfig = field(default_factory=TableAxisConfig)
     columns: TableAxisConfig = field(default_factory=TableAxisConfig)
     select: Dict[str, str] = field(default_factory=dict)  # only runs with these values
