@@ -152,6 +152,7 @@ def test_robustness_table_reads_each_runs_robustness_summary(tmp_path, capsys):
     cli([str(tmp_path), "table=gcp_robustness"])
     out = capsys.readouterr().out
     assert "| ResNet-50 | not evaluated · paper 76.70 / 105.00 / 58.00 / 78.30 | " \
-           "71.50 / 98.25 / 48.00 / 75.00 (n=1) · paper 70.70 / 97.90 / 47.50 / 74.60 · Δ +0.80 / +0.35 / +0.50 / +0.40 |" in out
+           "71.50 / 98.25 / 48.00 / 75.00 (n=1) · paper 70.70 / 97.90 / 47.50 / 74.60 · " \
+           "Δ +0.80 / +0.35 / +0.50 / +0.40 |" in out
     rows = {(r["row"], r["column"]): r for r in csv.DictReader(open(tmp_path / "gcp_robustness.csv"))}
     assert float(rows[("ResNet-50", "GCP")]["mT5D_mean"]) == 75.0
