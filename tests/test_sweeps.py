@@ -4,6 +4,7 @@ import importlib.util
 import json
 
 import pytest
+import yaml
 
 from conftest import run_cli
 
@@ -23,6 +24,30 @@ def test_failed_job_does_not_stop_the_sweep_and_is_summarised(tmp_path):
     assert "1 of 2 jobs completed, 1 failed" in result.stderr
     assert "FAILED backbone.widths=[4,8],lr_policy.base_lr=1e+30" in result.stderr
     assert "non-finite loss" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_key_inside_a_swept_group_reaches_every_job(tmp_path):
+    """Hydra composes a sweep's first config without its swept overrides; lr_policy.family is not a
+    key of the default lr_policy, so without sweep_safe this command fails before any job."""
+    result = run_cli("-m", *SWEEP, "lr_policy=norm,fast", "lr_policy.family=mobilenet_v2", "lr_policy.batch_size=64",
+                     "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    base_lrs = {}
+    for job in (tmp_path / "sweep").glob("*lr_policy=*"):
+        cfg = yaml.safe_load((job / "config.yaml").read_text())
+        assert cfg["lr_policy"]["family"] == "mobilenet_v2"
+        base_lrs[cfg["lr_policy"]["policy"]] = cfg["lr_policy"]["base_lr"]
+    assert base_lrs == {"norm": 0.045, "fast": 0.06}  # MobileNetV2's LR_norm and LR_fast recipes
+
+
+def test_sweep_safe_turns_keys_inside_swept_groups_into_one_value_sweeps():
+    from lgm_gcp.config.compose import sweep_safe
+
+    assert sweep_safe(["head=gap,gcp", "lr_policy=norm", "head.dim=64", "lr_policy.epochs=3", "seed=0,1",
+                       "+head.extra=1"]) == ["head=gap,gcp", "lr_policy=norm", "head.dim=choice(64)",
+                                             "lr_policy.epochs=3", "seed=0,1", "+head.extra=1"]
+    assert sweep_safe(["backbone.widths=[8,16]"]) == ["backbone.widths=[8,16]"]
 
 
 def needs(module: str):

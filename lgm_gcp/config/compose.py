@@ -114,6 +114,27 @@ def _first_values(overrides: Sequence[str]) -> List[str]:
     return concrete
 
 
+def sweep_safe(overrides: Sequence[str]) -> List[str]:
+    """A multirun's overrides as Hydra can start them. Hydra composes the sweep's first config with
+    the swept overrides left out, so ``lr_policy=norm,fast lr_policy.family=resnet`` fails there
+    (the default lr_policy has no ``family``) although every job composes. An override of a key
+    inside a swept group becomes a one-value sweep, ``lr_policy.family=choice(resnet)``: each job
+    still gets it, and the sweep's first config does not need it."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # noqa: BLE001  preflight has already reported unparsable overrides
+        return list(overrides)
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override() and o.key_or_group in USER_GROUPS}
+    out = []
+    for text, override in zip(overrides, parsed):
+        key = override.key_or_group
+        inside = any(key.startswith(f"{group}.") for group in swept)
+        if inside and not override.is_sweep_override() and override.package is None and text.startswith(key + "="):
+            text = f"{key}=choice({text[len(key) + 1:]})"
+        out.append(text)
+    return out
+
+
 def compose_with_choices(overrides: Sequence[str] = (), config_name: str = "config",
                          strict: bool = True, search_path: str | None = None) -> tuple:
     """Compose ``config_name`` with ``overrides`` (sweeps reduced to their first value) and validate.

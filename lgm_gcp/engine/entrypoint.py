@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lgm_gcp.analysis.landscape import probe_hook
 from lgm_gcp.config import ConfigError, register_schemas, validate
-from lgm_gcp.config.compose import compose, compose_with_choices
+from lgm_gcp.config.compose import compose, compose_with_choices, sweep_safe
 from lgm_gcp.config.resolvers import unique_dir
 from lgm_gcp.engine import distributed
 from lgm_gcp.engine.launch import launch, setup_worker_logging
@@ -106,6 +106,9 @@ def cli() -> None:
         fail(PROG, e, status=2)
     except UserError as e:
         fail(PROG, e)
+    args = _parse(argv)
+    if args.multirun:  # Hydra's main() reads sys.argv
+        sys.argv[1:] = [a for a in argv if a not in args.overrides] + sweep_safe(args.overrides)
     try:
         main()
     except (SystemExit, Exception):
