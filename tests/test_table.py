@@ -104,7 +104,7 @@ def test_unknown_table_is_one_line(tmp_path, capsys):
 REFERENCE_TAKES = {"gcp_imagenet": "best", "g3net": "best", "large_margin_imagenet": "best",
                    "large_margin_cifar": "best", "lgm_cifar100": "final", "digits_demo": "final",
                    # lgm-gcp-robustness evaluates checkpoints/best.pt
-                   "gcp_robustness": "best", "digits_robustness": "best"}
+                   "gcp_robustness": "best", "digits_robustness": "best", "digits_gcp_claims": "final"}
 
 
 @pytest.mark.parametrize("name", TABLES)

@@ -7,10 +7,12 @@ A run is a folder holding config.yaml (written when it starts); its group choice
 and resolved config place it in a row and a column (conf/table/NAME.yaml); runs that differ only
 in ``seed`` are averaged (mean ± sample std). A run counts once it finished its schedule (its
 ``trainer.max_epochs``, or its ``trainer.max_steps`` as the Caffe solvers end). Cells without such a
-run say ``missing``, ``running``, ``preempted`` or ``failed``. Runs of ``lgm-gcp-eval`` on a released
-checkpoint (status ``evaluated``, a reference layout) fill the "released" numbers beside "ours" and
-"paper", never "ours". Writes NAME.md, NAME.csv and NAME.png (test curves per row) to --out (default:
-the first folder given).
+run say ``missing``, ``running``, ``preempted``, ``failed`` or ``not evaluated``. Runs of
+``lgm-gcp-eval`` on a released checkpoint (status ``evaluated``, a reference layout) fill the
+"released" numbers beside "ours" and "paper", never "ours". A table with ``results: robustness``
+reads each run's robustness.json (``lgm-gcp-robustness``) instead of its metrics.json epochs.
+Writes NAME.md, NAME.csv and NAME.png (test curves per row; not for robustness tables) to --out
+(default: the first folder given).
 """
 
 from __future__ import annotations

@@ -157,8 +157,9 @@ def baseline_result(folder: str, settings: dict, device: str) -> dict:
     path = Path(folder) / RESULT
     if path.is_file():
         old = read_json(path)
-        wanted = {k: v for k, v in settings.items() if k != "batch_size"}
-        if all(old.get("settings", {}).get(k) == v for k, v in wanted.items() if k != "protocol"):
+        wanted = {k: v for k, v in settings.items() if k not in ("batch_size", "protocol")}
+        if all(old.get("settings", {}).get(k) == v for k, v in wanted.items()) and \
+                settings["protocol"] in ("auto", old.get("settings", {}).get("protocol")):
             return old
     raw = evaluate(folder, settings, device)
     write_result(Path(folder), summarise(raw, None))
@@ -254,12 +255,14 @@ def cli(argv=None) -> None:
         for run in args.run_dirs:
             run_folder(run)
         check_baseline(args.baseline, settings, args.run_dirs)
-        results = []
+        results, base = [], None
+        if args.baseline not in ("auto", "alexnet", "none"):  # evaluated (or read) once for all runs
+            base = baseline_result(args.baseline, settings, args.device)
         for run in args.run_dirs:
-            raw = evaluate(run, settings, args.device)
-            baseline = _resolve_baseline(args.baseline, raw)
-            if baseline not in (None, "alexnet"):
-                baseline = baseline_result(baseline, {**settings, "protocol": args.protocol}, args.device)
+            same = base is not None and Path(run).resolve() == Path(args.baseline).resolve()
+            raw = {k: base[k] for k in ("run_dir", "settings", "clean_error", "errors", "FP", "T5D")} if same \
+                else evaluate(run, settings, args.device)
+            baseline = base if base is not None else _resolve_baseline(args.baseline, raw)
             result = summarise(raw, baseline)
             write_result(Path(run), result)
             results.append(result)
