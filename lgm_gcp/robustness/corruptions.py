@@ -130,20 +130,20 @@ def corrupt(x: torch.Tensor, name: str, severity: int, gens: list, protocol: str
 
 
 def gaussian_noise(x, c, gens):
-    return (x + c * ops.randn(gens, x.shape[1:])).clamp(0, 1)
+    return (x + c * ops.randn(gens, x.shape[1:]).to(x)).clamp(0, 1)
 
 
 def shot_noise(x, c, gens):
     """Poisson photon counts at rate c·x, rescaled."""
-    return torch.stack([torch.poisson(img.double() * c, generator=g) / c for img, g in zip(x, gens)]).to(x).clamp(0, 1)
+    return ops.poisson(x, c, gens).clamp(0, 1)
 
 
 def impulse_noise(x, c, gens):
     """Salt and pepper (scikit-image's ``s&p``): each value with probability c becomes 0 or 1,
     equally likely."""
-    flipped = ops.rand(gens, x.shape[1:]) <= c
-    salt = ops.rand(gens, x.shape[1:]) <= 0.5
-    return torch.where(flipped, salt.to(x), x)
+    flipped = (ops.rand(gens, x.shape[1:]) <= c).to(x.device)
+    salt = (ops.rand(gens, x.shape[1:]) <= 0.5).to(x)
+    return torch.where(flipped, salt, x)
 
 
 # ---------------------------------------------------------------------------------------- blur
@@ -278,9 +278,9 @@ def elastic_transform(x, c, gens):
     moved = pts1 + (ops.rand(gens, (3, 2)).double() * 2 - 1) * affine
     matrices = torch.stack([_affine_from_points(pts1, m) for m in moved])
     x = ops.warp(x, matrices, padding="reflection")
-    fields = ops.rand(gens, (2, h, w)) * 2 - 1
+    fields = (ops.rand(gens, (2, h, w)) * 2 - 1).to(x)
     fields = ops.gaussian_blur(fields, sigma, truncate=3.0, mode="reflect") * alpha
-    v, u = torch.meshgrid(torch.arange(h, dtype=x.dtype), torch.arange(w, dtype=x.dtype), indexing="ij")
+    v, u = torch.meshgrid(torch.arange(h).to(x), torch.arange(w).to(x), indexing="ij")
     grid = torch.stack([(u + fields[:, 0]) * 2 / max(w - 1, 1) - 1, (v + fields[:, 1]) * 2 / max(h - 1, 1) - 1], -1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True).clamp(0, 1)
 

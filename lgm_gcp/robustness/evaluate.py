@@ -57,11 +57,11 @@ def evaluate(run_dir: str | Path, settings: dict, device: str = "cpu") -> dict:
     batch_size."""
     run_dir = run_folder(run_dir)
     cfg, data, model = load_run(run_dir, device=device)
-    mean = torch.tensor(cfg["dataset"]["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(cfg["dataset"]["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    mean = torch.tensor(cfg["dataset"]["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(cfg["dataset"]["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
     def logits(pixels: torch.Tensor) -> torch.Tensor:
-        return model(((pixels - mean) / std).to(device)).float().cpu()
+        return model((pixels - mean) / std).float().cpu()
 
     s = settings
     n_images = min(s["max_images"], _test_size(data))
@@ -73,7 +73,7 @@ def evaluate(run_dir: str | Path, settings: dict, device: str = "cpu") -> dict:
     bar = tqdm(total=n_images * max(work, 1), desc=run_dir.name, unit="img", disable=not sys.stderr.isatty())
     for images, labels in data.test_batches(s["batch_size"]):
         images, labels = images[: n_images - seen], labels[: n_images - seen]
-        pixels = pixels_of(images, mean, std)
+        pixels = pixels_of(images.to(device), mean, std)  # corrupted on the device, too
         protocol = protocol or C.protocol_for(*pixels.shape[-2:], s["protocol"])
         indices = range(seen, seen + len(labels))
         clean_wrong += int((logits(pixels).argmax(1) != labels).sum())

@@ -1,10 +1,11 @@
 """Image operations the corruptions and perturbations are built from (Hendrycks & Dietterich, ICLR
 2019, "Benchmarking neural network robustness to common corruptions and perturbations").
 
-Every function takes a batch ``x`` of shape (B, C, H, W), C = 1 or 3, float in [0, 1], and works at
-any size (8×8 included): where a filter is wider than the image, reflection padding gives way to
-edge replication. Random draws come from ``gens``, one ``torch.Generator`` per image, so an image's
-corruption depends on its own seed only, not on the batch it is evaluated in.
+Every function takes a batch ``x`` of shape (B, C, H, W), C = 1 or 3, float in [0, 1], on any
+device (random draws and Pillow's codecs run on the CPU), and works at any size (8×8 included):
+where a filter is wider than the image, reflection padding gives way to edge replication. Random
+draws come from ``gens``, one ``torch.Generator`` per image, so an image's corruption depends on its
+own seed only, not on the batch it is evaluated in.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def randn(gens, shape) -> torch.Tensor:
 def rand(gens, shape) -> torch.Tensor:
     """(B, *shape) uniform draws in [0, 1)."""
     return torch.stack([torch.rand(shape, generator=g) for g in gens])
+
+
+def poisson(x: torch.Tensor, rate: float, gens) -> torch.Tensor:
+    """Photon counts: Poisson(rate·x) / rate per value, image b drawn from gens[b]."""
+    return torch.stack([torch.poisson(img.double().cpu() * rate, generator=g) / rate for img, g in zip(x, gens)]).to(x)
 
 
 def uniform(gens, low: float, high: float) -> list:
@@ -170,13 +176,13 @@ def gray(x: torch.Tensor) -> torch.Tensor:
     """(B, 1, H, W) luma, OpenCV's RGB2GRAY weights (0.299, 0.587, 0.114); grey input unchanged."""
     if x.shape[1] == 1:
         return x
-    return (x * torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return (x * torch.tensor([0.299, 0.587, 0.114]).to(x).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
 def shift_value(x: torch.Tensor, shift) -> torch.Tensor:
     """Add ``shift`` (a number, or one per image) to HSV's value V = max over channels, clipped to
     [0, 1], hue and saturation kept: RGB scales by V'/V (black becomes grey V')."""
-    shift = torch.as_tensor(shift, dtype=x.dtype).reshape(-1, 1, 1, 1)
+    shift = torch.as_tensor(shift, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
     v = x.amax(1, keepdim=True)
     v_new = (v + shift).clamp(0, 1)
     return torch.where(v > 0, x * v_new / v.clamp_min(1e-12), v_new.expand_as(x))
@@ -256,7 +262,7 @@ def pixelate(x: torch.Tensor, factor: float) -> torch.Tensor:
 
 
 def _to_pil(img: torch.Tensor) -> Image.Image:
-    array = (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    array = (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
 

@@ -68,11 +68,11 @@ def _sequence(x, name, c, gens, protocol):
     if name == "gaussian_noise":
         yield x
         for _ in range(30):
-            yield (x + c * ops.randn(gens, x.shape[1:])).clamp(0, 1)
+            yield (x + c * ops.randn(gens, x.shape[1:]).to(x)).clamp(0, 1)
     elif name == "shot_noise":
         yield x
         for _ in range(30):
-            yield torch.stack([torch.poisson(img.double() * c, generator=g) / c for img, g in zip(x, gens)]).to(x)
+            yield ops.poisson(x, c, gens)
     elif name == "motion_blur":
         radius, sigma, turn, n = c
         for i in range(n):
