@@ -298,3 +298,26 @@ def test_a_run_normalised_by_itself_scores_100_and_earlier_results_are_kept(digi
     assert s["mCE"] == pytest.approx(100) and s["mFP"] == pytest.approx(100) and s["mT5D"] == pytest.approx(100)
     assert result["baseline"] == str(digits_run)
     assert "| 100.0 |" in capsys.readouterr().out
+
+
+def test_an_eval_run_without_checkpoints_loads_from_its_weights_file(digits_run, tmp_path):
+    """lgm-gcp-eval writes no checkpoint; analyses load the network from the weights file its config
+    names (here the digits run's own weights, as a plain state dict)."""
+    import shutil
+
+    import yaml
+
+    from lgm_gcp.analysis.runs import load_run
+
+    evaluated = tmp_path / "evaluated"
+    shutil.copytree(digits_run, evaluated, ignore=shutil.ignore_patterns("checkpoints"))
+    weights = tmp_path / "weights.pth"
+    torch.save(torch.load(digits_run / "checkpoints" / "best.pt", weights_only=True)["model"], weights)
+    cfg = yaml.safe_load((evaluated / "config.yaml").read_text())
+    cfg["weights"] = str(weights)
+    (evaluated / "config.yaml").write_text(yaml.safe_dump(cfg))
+    _, data, trained = load_run(digits_run)
+    _, _, loaded = load_run(evaluated)
+    images, _ = next(data.test_batches(16))
+    with torch.no_grad():
+        assert torch.equal(trained(images), loaded(images))
