@@ -22,15 +22,18 @@ for policy in norm fast; do
   lgm-gcp-train -m head=gcp head.dim=64 "lr_policy=$policy" "lr_policy.epochs=$epochs" "${common[@]}" \
     "hydra.sweep.dir=$out/$policy/gcp" "$@"
 done
+run_of() {  # run_of SWEEP_DIR SEED: the sweep's job folder of that seed
+  for d in "$1"/*/; do case "$d" in *",seed=$2,"* | *",seed=$2/") echo "${d%/}"; return;; esac; done
+}
 lgm-gcp-table "$out" table=digits_gcp_claims
 lgm-gcp-plot-curves "$out" --group-by head lr_policy --out "$out"
 for policy in norm fast; do
   first=${seeds%%,*}
-  lgm-gcp-plot-landscape "$out/$policy/gap/"*"seed=$first" "$out/$policy/gcp/"*"seed=$first" \
+  lgm-gcp-plot-landscape "$(run_of "$out/$policy/gap" "$first")" "$(run_of "$out/$policy/gcp" "$first")" \
     --labels "GAP $policy" "GCP $policy" --out "$out/landscape_$policy.png"
   for seed in ${seeds//,/ }; do
-    gap=$(echo "$out/$policy/gap/"*"seed=$seed")
-    lgm-gcp-robustness "$out/$policy/gcp/"*"seed=$seed" "$gap" --baseline "$gap" \
+    gap=$(run_of "$out/$policy/gap" "$seed")
+    lgm-gcp-robustness "$(run_of "$out/$policy/gcp" "$seed")" "$gap" --baseline "$gap" \
       --max-images "${ROBUST_IMAGES:-200}" --out "$out/$policy/robustness_seed$seed.md"
   done
 done

@@ -87,3 +87,19 @@ def test_slurm_launcher_config_composes():
     with initialize_config_module("lgm_gcp.conf", version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     assert cfg.hydra.launcher.tasks_per_node == 1 and "submitit" in cfg.hydra.launcher._target_
+
+
+def test_sweep_summary_counts_each_job_once_by_its_latest_record(tmp_path):
+    """A sweep run twice (the second time to finish its failed job) appends to jobs.jsonl; the
+    summary speaks of its two jobs, both completed now."""
+    from lgm_gcp.engine.sweep import summary
+
+    records = [{"job": "seed=0", "status": "COMPLETED", "error": None},
+               {"job": "seed=1", "status": "FAILED", "error": "UserError: boom"},
+               {"job": "seed=0", "status": "COMPLETED", "error": None},
+               {"job": "seed=1", "status": "COMPLETED", "error": None}]
+    (tmp_path / "jobs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert summary(tmp_path) == f"sweep {tmp_path}: 2 of 2 jobs completed"
+    (tmp_path / "jobs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:2]))
+    assert summary(tmp_path).splitlines() == [f"sweep {tmp_path}: 1 of 2 jobs completed, 1 failed:",
+                                              "  FAILED seed=1: UserError: boom"]

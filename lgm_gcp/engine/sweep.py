@@ -23,7 +23,8 @@ def summary(sweep_dir: str | Path) -> str:
     path = Path(sweep_dir) / "jobs.jsonl"
     if not path.is_file():
         return f"sweep {sweep_dir}: no job finished"
-    jobs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    jobs = list({j["job"]: j for j in records}.values())  # a rerun of the sweep: each job's latest record
     failed = [j for j in jobs if j["status"] != "COMPLETED"]
     lines = [f"sweep {sweep_dir}: {len(jobs) - len(failed)} of {len(jobs)} jobs completed"
              + (f", {len(failed)} failed:" if failed else "")]
