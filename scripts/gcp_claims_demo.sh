@@ -9,7 +9,7 @@
 # The policies are the MobileNetV2 family's per-epoch exponential ones (LR_norm 0.045·0.98^e over 40
 # epochs, LR_fast 0.06·0.92^e over 10: the study's 4:1 ratio of epochs), whose decay starts at once
 # where the ResNet family's waits for epoch 30. GCP is 64-D: 256-D is ten times slower on 8×8 images.
-#   bash scripts/gcp_claims_demo.sh        # env: SEEDS=0,1,2 NORM_EPOCHS=40 FAST_EPOCHS=10 OUT=...
+#   bash scripts/gcp_claims_demo.sh   # env: SEEDS=0,1,2 NORM_EPOCHS=40 FAST_EPOCHS=10 ROBUST_IMAGES=all OUT=...
 set -euo pipefail
 out=${OUT:-outputs/claims/gcp_digits}
 seeds=${SEEDS:-0,1,2}
@@ -34,7 +34,7 @@ for policy in norm fast; do
   for seed in ${seeds//,/ }; do
     gap=$(run_of "$out/$policy/gap" "$seed")
     lgm-gcp-robustness "$(run_of "$out/$policy/gcp" "$seed")" "$gap" --baseline "$gap" \
-      --max-images "${ROBUST_IMAGES:-200}" --out "$out/$policy/robustness_seed$seed.md"
+      ${ROBUST_IMAGES:+--max-images "$ROBUST_IMAGES"} --out "$out/$policy/robustness_seed$seed.md"
   done
 done
 lgm-gcp-table "$out" table=digits_robustness

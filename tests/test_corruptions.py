@@ -204,6 +204,20 @@ def test_ce_and_relative_ce_on_a_hand_made_table():
     assert M.corruption_summary(errors, 0.05)["mCE"] is None
 
 
+def test_ratios_over_a_zero_denominator_are_left_out_and_listed():
+    # fog: the baseline never erred (Σ = 0): CE undefined; its relative CE needs Σ(B − B_clean) > 0
+    # too. snow: CE 1.0 / 2.0 = 50, relative (1.0 − 0.25)/(2.0 − 1.5) = 150
+    out = M.corruption_summary({"fog": [0.1] * 5, "snow": [0.2] * 5}, 0.05, {"fog": [0.0] * 5, "snow": [0.4] * 5},
+                               0.3)
+    assert out["CE"] == {"fog": None, "snow": pytest.approx(50)} and out["mCE"] == pytest.approx(50)
+    assert out["relative_mCE"] == pytest.approx(150)
+    assert out["undefined"] == ["CE fog", "relative CE fog"]
+    # a baseline that never flips under rotate: FR undefined; scale 0.3 / 0.2 = 150
+    p = M.perturbation_summary({"rotate": 0.1, "scale": 0.3}, {"rotate": 1.0, "scale": 2.0},
+                               {"FP": {"rotate": 0.0, "scale": 0.2}, "T5D": {"rotate": 2.0, "scale": 1.0}})
+    assert p["FR"]["rotate"] is None and p["mFP"] == pytest.approx(150) and p["undefined"] == ["FR rotate"]
+
+
 def test_alexnet_normalisers_match_the_published_means_and_give_100():
     published = {"gaussian_noise": 0.886428, "brightness": 0.564592, "jpeg_compression": 0.6065,
                  "elastic_transform": 0.646056}

@@ -121,6 +121,7 @@ def summarise(raw: dict, baseline: dict | str | None) -> dict:
     p = M.perturbation_summary(raw["FP"], raw["T5D"], base_p) if raw["FP"] else {}
     summary = {k: c.get(k) for k in ("clean_error", "mean_error", "mCE", "relative_mCE")}
     summary |= {k: p.get(k) for k in ("mean_FP", "mean_T5D", "mFP", "mT5D")}
+    summary["undefined"] = c.get("undefined", []) + p.get("undefined", [])
     return {**raw, "baseline": baseline if isinstance(baseline, (str, type(None))) else baseline["run_dir"],
             "corruption": c, "perturbation": p, "summary": summary}
 
@@ -206,6 +207,9 @@ def detail_table(result: dict) -> str:
                          f"{_fmt(tr)} |")
         lines += ["", f"mean FP {_fmt(p['mean_FP'], 2)} %, mean T5D {_fmt(p['mean_T5D'], 3)}, mFP {_fmt(p['mFP'])}, "
                       f"mT5D {_fmt(p['mT5D'])}", ""]
+    if result["summary"]["undefined"]:
+        lines += ["left out of the means (the baseline's denominator is 0): "
+                  + ", ".join(result["summary"]["undefined"]), ""]
     return "\n".join(lines)
 
 

@@ -11,6 +11,10 @@ Errors E are fractions in [0, 1]; ratios are reported ×100, as the papers do.
   T5D_p  (top-5 distance) = the same mean of Σ_{i=1}^{5} |i − min(σ(i), 6)|, σ(i) the rank in the
          later frame of the class ranked i in the earlier one
   mFP, mT5D: means over the perturbations of FP_p / FP_p^baseline and T5D_p / T5D_p^baseline, ×100
+A ratio whose denominator is not positive (a baseline that never erred, flipped or degraded under
+that corruption: it happens on small test sets) is undefined: it is recorded as None and left out
+of the mean, and the summary lists it under ``undefined``. On ImageNet-C/P every ratio is defined
+and the means are the papers'.
 """
 
 from __future__ import annotations
@@ -41,6 +45,16 @@ ALEXNET_ERRORS = {
 ALEXNET_CLEAN_ERROR = 0.4348  # robustness_metrics' ALEXNET_AVERAGE_ERR_CLEAN (the paper's Appendix C)
 
 
+def ratios(numerators: dict, denominators: dict) -> dict:
+    """100·n/d per key; None where d is not positive (beyond float rounding)."""
+    return {k: 100 * n / denominators[k] if denominators[k] > 1e-12 else None for k, n in numerators.items()}
+
+
+def mean_defined(values: dict) -> float | None:
+    defined = [v for v in values.values() if v is not None]
+    return statistics.fmean(defined) if defined else None
+
+
 def corruption_summary(errors: dict, clean: float, baseline: dict | None = None,
                        baseline_clean: float | None = None) -> dict:
     """``errors``: corruption → the 5 severities' errors; ``clean``: the clean error. Without a
@@ -48,12 +62,14 @@ def corruption_summary(errors: dict, clean: float, baseline: dict | None = None,
     out = {"clean_error": 100 * clean,
            "mean_error": 100 * statistics.fmean(e for errs in errors.values() for e in errs)}
     if baseline is None:
-        return out | {"CE": None, "relative_CE": None, "mCE": None, "relative_mCE": None}
-    ce = {c: 100 * sum(errs) / sum(baseline[c]) for c, errs in errors.items()}
-    rel = {c: 100 * sum(e - clean for e in errs) / sum(b - baseline_clean for b in baseline[c])
-           for c, errs in errors.items()}
-    return out | {"CE": ce, "relative_CE": rel, "mCE": statistics.fmean(ce.values()),
-                  "relative_mCE": statistics.fmean(rel.values())}
+        return out | {"CE": None, "relative_CE": None, "mCE": None, "relative_mCE": None, "undefined": []}
+    ce = ratios({c: sum(e) for c, e in errors.items()}, {c: sum(baseline[c]) for c in errors})
+    rel = ratios({c: sum(x - clean for x in e) for c, e in errors.items()},
+                 {c: sum(b - baseline_clean for b in baseline[c]) for c in errors})
+    undefined = [f"CE {c}" for c, v in ce.items() if v is None] + [f"relative CE {c}" for c, v in rel.items()
+                                                                    if v is None]
+    return out | {"CE": ce, "relative_CE": rel, "mCE": mean_defined(ce), "relative_mCE": mean_defined(rel),
+                  "undefined": undefined}
 
 
 def flip_probability(top1: torch.Tensor, to_first: bool) -> float:
@@ -77,11 +93,13 @@ def perturbation_summary(fp: dict, t5d: dict, baseline: dict | None = None) -> d
     out = {"FP": fp, "T5D": t5d, "mean_FP": 100 * statistics.fmean(fp.values()),
            "mean_T5D": statistics.fmean(t5d.values())}
     if baseline is None:
-        return out | {"FR": None, "T5D_ratio": None, "mFP": None, "mT5D": None}
-    fr = {p: 100 * v / baseline["FP"][p] if baseline["FP"][p] else float("nan") for p, v in fp.items()}
-    tr = {p: 100 * v / baseline["T5D"][p] if baseline["T5D"][p] else float("nan") for p, v in t5d.items()}
-    return out | {"FR": fr, "T5D_ratio": tr, "mFP": statistics.fmean(fr.values()),
-                  "mT5D": statistics.fmean(tr.values())}
+        return out | {"FR": None, "T5D_ratio": None, "mFP": None, "mT5D": None, "undefined": []}
+    fr = ratios(fp, {p: baseline["FP"][p] for p in fp})
+    tr = ratios(t5d, {p: baseline["T5D"][p] for p in t5d})
+    undefined = [f"FR {p}" for p, v in fr.items() if v is None] + [f"T5D ratio {p}" for p, v in tr.items()
+                                                                    if v is None]
+    return out | {"FR": fr, "T5D_ratio": tr, "mFP": mean_defined(fr), "mT5D": mean_defined(tr),
+                  "undefined": undefined}
 
 
 def ranks_of(logits: torch.Tensor) -> torch.Tensor:
