@@ -88,3 +88,12 @@ def test_probing_during_training_leaves_the_run_bitwise_unchanged_and_is_recorde
     out = tmp_path / "fig.png"
     cli([str(tmp_path / "on"), "--labels", "GAP", "--out", str(out)])
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_band_widths_are_the_mean_ranges_over_probes():
+    from lgm_gcp.analysis.landscape import band_widths
+
+    probes = [{"step": 0, "loss_min": 1.0, "loss_max": 3.0, "grad_min": 0.1, "grad_max": 0.2},
+              {"step": 5, "loss_min": 0.5, "loss_max": 0.5, "grad_min": 0.0, "grad_max": 0.4}]
+    # loss ranges 2 and 0, gradient-distance ranges 0.1 and 0.4
+    assert band_widths(probes) == pytest.approx((1.0, 0.25))

@@ -132,6 +132,23 @@ def read_probes(run_dir: Path) -> list:
     return probes
 
 
+def band_widths(probes: list) -> tuple:
+    """The figure in two numbers: the mean over probed steps of (max − min over δ) of the loss and of
+    the gradient distance; smaller means a smoother landscape, more predictive gradients."""
+    n = len(probes)
+    return (sum(p["loss_max"] - p["loss_min"] for p in probes) / n,
+            sum(p["grad_max"] - p["grad_min"] for p in probes) / n)
+
+
+def width_table(run_dirs: Sequence[str | Path], labels: Sequence[str] | None) -> str:
+    lines = ["| run | probes | mean loss range | mean gradient-distance range |", "|---|---|---|---|"]
+    for i, run_dir in enumerate(run_dirs):
+        probes = read_probes(Path(run_dir))
+        loss, grad = band_widths(probes)
+        lines.append(f"| {labels[i] if labels else Path(run_dir).name} | {len(probes)} | {loss:.4g} | {grad:.4g} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(run_dirs: Sequence[str | Path], labels: Sequence[str] | None, out: Path) -> Path:
     """The study's figure: per run, the band between min and max over δ at every probed step."""
     import matplotlib
@@ -169,5 +186,6 @@ def cli(argv=None) -> None:
     args = parser.parse_args(argv)
     try:
         print(f"wrote {plot(args.runs, args.labels, args.out)}")
+        print(width_table(args.runs, args.labels), end="")
     except UserError as e:
         fail("lgm-gcp-plot-landscape", e)
