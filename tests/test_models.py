@@ -55,6 +55,14 @@ def test_parameter_counts_equal_the_papers(backbone, head, expected):
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnext50", "mobilenet_v2", "shufflenet_v2",
             "vgg16_bn", "vgg16_mod", "densenet169"]
 CIFAR = ["layer13", "lgm_simple", "resnet20", "small_cnn"]
+# The largest networks (3-8 s a build here) run every head, loss and input option in the slow tier;
+# the fast tier builds each of them once with GAP and softmax, and the others under every option.
+HEAVY = {"resnet101", "resnext50", "vgg16_bn", "vgg16_mod", "densenet169"}
+
+
+def tiered(backbones, fast_too=()):
+    """Backbones as pytest params, the heavy ones marked slow unless named in ``fast_too``."""
+    return [pytest.param(b, marks=pytest.mark.slow) if b in HEAVY and b not in fast_too else b for b in backbones]
 
 
 def one_training_step(backbone: str, head: str, loss: str):
@@ -81,13 +89,18 @@ def assert_every_parameter_learns(model):
 
 
 @pytest.mark.parametrize("backbone", IMAGENET + CIFAR)
-@pytest.mark.parametrize("head", ["gap", "gcp", "3g"])
+def test_every_backbone_with_gap_gives_every_parameter_a_gradient(backbone):
+    assert_every_parameter_learns(one_training_step(backbone, "gap", "softmax"))
+
+
+@pytest.mark.parametrize("backbone", tiered(IMAGENET + CIFAR))
+@pytest.mark.parametrize("head", ["gcp", "3g"])
 def test_every_head_on_every_backbone_gives_every_parameter_a_gradient(backbone, head):
     """timm's habit: one step of any head on any backbone reaches every trainable parameter."""
     assert_every_parameter_learns(one_training_step(backbone, head, "softmax"))
 
 
-@pytest.mark.parametrize("backbone", IMAGENET + CIFAR)
+@pytest.mark.parametrize("backbone", tiered(IMAGENET + CIFAR))
 @pytest.mark.parametrize("loss", ["lgm", "large_margin"])
 def test_every_loss_on_every_backbone_gives_every_parameter_a_gradient(backbone, loss):
     assert_every_parameter_learns(one_training_step(backbone, "gap", loss))
@@ -176,7 +189,7 @@ TORCHVISION = ["resnet18", "resnet50", "resnext50", "mobilenet_v2", "shufflenet_
                "densenet169"]
 
 
-@pytest.mark.parametrize("backbone", TORCHVISION)
+@pytest.mark.parametrize("backbone", tiered(TORCHVISION, fast_too={"vgg16_bn"}))
 def test_every_torchvision_backbone_honours_in_channels(backbone):
     """A grey (MNIST-like) or 4-band input reaches the first conv of every ImageNet backbone."""
     for channels in (1, 4):
@@ -208,7 +221,7 @@ def test_torchvision_weights_then_a_grey_stem(backbone, stem, tmp_path):
     torch.testing.assert_close(first.weight, reference_first.weight.sum(1, keepdim=True))
 
 
-@pytest.mark.parametrize("backbone", TORCHVISION)
+@pytest.mark.parametrize("backbone", tiered(TORCHVISION, fast_too={"vgg16_bn"}))
 def test_every_torchvision_backbone_honours_or_refuses_cifar_stem(backbone):
     """With the CIFAR stem a 32x32 image keeps more of its resolution; VGG refuses in one line."""
     from lgm_gcp.errors import ConfigError
