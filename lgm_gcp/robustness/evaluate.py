@@ -77,14 +77,16 @@ def evaluate(run_dir: str | Path, settings: dict, device: str = "cpu") -> dict:
         protocol = protocol or C.protocol_for(*pixels.shape[-2:], s["protocol"])
         indices = range(seen, seen + len(labels))
         clean_wrong += int((logits(pixels).argmax(1) != labels).sum())
-        for k, name in enumerate(s["corruptions"]):
+        for name in s["corruptions"]:  # seeded by the canonical index: a subset draws what the full run draws
+            k = C.CORRUPTIONS.index(name)
             for j, severity in enumerate(s["severities"]):
                 gens = [torch.Generator().manual_seed(image_seed(s["seed"], k, severity, i)) for i in indices]
                 corrupted = C.corrupt(pixels, name, severity, gens, protocol, s["frost_dir"])
                 wrong[name][j] += int((logits(corrupted).argmax(1) != labels).sum())
                 bar.update(len(labels))
-        for k, name in enumerate(s["perturbations"]):
-            gens = [torch.Generator().manual_seed(image_seed(s["seed"], 32 + k, 0, i)) for i in indices]
+        for name in s["perturbations"]:
+            k = 32 + P.PERTURBATIONS.index(name)
+            gens = [torch.Generator().manual_seed(image_seed(s["seed"], k, 0, i)) for i in indices]
             frame_logits = torch.stack([logits(f) for f in P.frames(pixels, name, gens, protocol)])
             to_first = P.compares_to_first(name)
             fp_sum[name] += M.flip_probability(frame_logits.argmax(-1), to_first) * len(labels)
