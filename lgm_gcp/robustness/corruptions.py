@@ -187,13 +187,8 @@ def zoom_blur(x, c, gens):
 
 def snow(x, c, gens):
     loc, scale, zoom, threshold, radius, sigma, blend = c
-    layer = loc + scale * ops.randn(gens, (1, *x.shape[-2:]))
-    layer = ops.clipped_zoom(layer.to(x), zoom)
-    layer = ops.to_uint8_grid(torch.where(layer < threshold, torch.zeros_like(layer), layer))
-    layer = ops.motion_blur(layer, radius, sigma, ops.uniform(gens, -135, -45))
-    layer = (layer * 255).round() / 255
-    x = blend * x + (1 - blend) * torch.maximum(x, ops.gray(x) * 1.5 + 0.5)
-    return (x + layer + layer.flip(-1, -2)).clamp(0, 1)
+    layer = ops.snow_layer(x, loc, scale, zoom, threshold, gens)
+    return ops.add_snow(x, ops.motion_blur(layer, radius, sigma, ops.uniform(gens, -135, -45)), blend)
 
 
 def frost(x, c, gens, protocol: str, frost_dir: str | None):

@@ -110,6 +110,21 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles: list) -> tor
     return out
 
 
+def snow_layer(x: torch.Tensor, loc: float, scale: float, zoom: float, threshold: float, gens) -> torch.Tensor:
+    """ImageNet-C's snow flakes for a batch like ``x``: (B, 1, H, W) normal noise (loc, scale),
+    zoomed into by ``zoom``, values below ``threshold`` dropped, on the 8-bit grid."""
+    layer = clipped_zoom((loc + scale * randn(gens, (1, *x.shape[-2:]))).to(x), zoom)
+    return to_uint8_grid(torch.where(layer < threshold, torch.zeros_like(layer), layer))
+
+
+def add_snow(x: torch.Tensor, blurred_layer: torch.Tensor, blend: float) -> torch.Tensor:
+    """The image whitened towards 1.5·grey + 0.5 by 1 − ``blend``, plus the motion-blurred flakes
+    (read back on the 8-bit grid, as ImageMagick returns them) and their 180° rotation."""
+    flakes = (blurred_layer * 255).round() / 255
+    x = blend * x + (1 - blend) * torch.maximum(x, gray(x) * 1.5 + 0.5)
+    return (x + flakes + flakes.flip(-1, -2)).clamp(0, 1)
+
+
 # ---------------------------------------------------------------------------------- geometry
 
 

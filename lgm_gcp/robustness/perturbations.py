@@ -85,12 +85,9 @@ def _sequence(x, name, c, gens, protocol):
             yield total / (i + 1)
     elif name == "snow":
         loc, scale, zoom, threshold, radius, sigma = c
-        layer = ops.clipped_zoom(loc + scale * ops.randn(gens, (1, h, w)).to(x), zoom)
-        layer = ops.to_uint8_grid(torch.where(layer < threshold, torch.zeros_like(layer), layer))
-        base = 0.85 * x + 0.15 * torch.maximum(x, ops.gray(x) * 1.5 + 0.5)
-        for i in range(31):
-            moving = (ops.motion_blur(layer, radius, sigma, [i * 4.0 - 150] * b) * 255).round() / 255
-            yield (base + moving + moving.flip(-1, -2)).clamp(0, 1)
+        layer = ops.snow_layer(x, loc, scale, zoom, threshold, gens)
+        for i in range(31):  # one layer, its blur turning 4° per frame
+            yield ops.add_snow(x, ops.motion_blur(layer, radius, sigma, [i * 4.0 - 150] * b), 0.85)
     elif name == "brightness":
         for i in range(31):
             yield ops.shift_value(x, (i - 15) * c)
