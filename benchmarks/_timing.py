@@ -1,17 +1,30 @@
-"""Shared by the benchmarks: the median time of a callable, by ``torch.utils.benchmark`` (which
-warms up, synchronises CUDA and runs under the requested thread count)."""
+"""Shared by the benchmarks: times of callables by ``torch.utils.benchmark`` (which warms up,
+synchronises CUDA and runs under the requested thread count), taken in interleaved rounds."""
 
 from __future__ import annotations
 
-from typing import Callable
+import statistics
+from typing import Callable, Mapping
 
 import torch
 from torch.utils import benchmark
 
 
-def median_seconds(fn: Callable[[], None], repeats: int, cuda: bool = False) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up (``cuda``: kept for callers;
-    the Timer synchronises CUDA itself)."""
-    fn()
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return timer.timeit(repeats).median
+def round_times(fns: Mapping[str, Callable[[], None]], rounds: int, number: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each ``fns[name]``, one entry per round. Every round times each callable
+    ``number`` times in turn, so a drift of the machine's speed (this CPU's moves by ±15 % over a
+    minute) reaches every case alike and per-round ratios cancel it."""
+    timers = {name: benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+              for name, fn in fns.items()}
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            times[name].append(timer.timeit(number).median)
+    return times
+
+
+def median_ratio(times: Mapping[str, list[float]], name: str, baseline: str) -> float:
+    """The median over rounds of ``name``'s time over ``baseline``'s in the same round."""
+    return statistics.median(a / b for a, b in zip(times[name], times[baseline]))

@@ -11,18 +11,19 @@ for B = 256, C = 1000 and D in {2048, 256} (the issue's sizes; 32896, the GCP he
 under each thread count asked for. Goals (issue 17): large-margin <= 1.0x Linear + CE and faster
 than its reference; L-GM <= 1.2x.
 
-    python benchmarks/bench_losses.py [--device cuda] [--repeats 20] [--dims 2048 256] [--threads 2 1]
+    python benchmarks/bench_losses.py [--device cuda] [--rounds 15] [--dims 2048 256] [--threads 2 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _timing import median_seconds
+from _timing import median_ratio, round_times
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from lgm_gcp.losses.large_margin import LargeMarginLoss
@@ -78,7 +79,7 @@ def loss_of(module, x, y):
     return out[0] if isinstance(out, tuple) else out
 
 
-def time_case(name, b, c, d, device, repeats):
+def fwd_bwd_of(name, b, c, d, device):
     torch.manual_seed(0)
     module = CASES[name](d, c).to(device)
     x = (torch.randn(b, d, device=device) * 0.05).requires_grad_()
@@ -89,7 +90,7 @@ def time_case(name, b, c, d, device, repeats):
         x.grad = None
         loss_of(module, x, y).backward()
 
-    return median_seconds(fwd_bwd, repeats, device.startswith("cuda"))
+    return fwd_bwd
 
 
 def _status_kb(field: str) -> int:
@@ -119,26 +120,27 @@ def main():
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--dims", type=int, nargs="+", default=[2048, 256])
     parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--number", type=int, default=3, help="runs per case per round")
     args = parser.parse_args()
     b, c = args.batch, args.classes
-    print(f"device {args.device}, B = {b}, C = {c}; fwd+bwd median of {args.repeats}; ratios to Linear + CE; "
-          "peak = extra RSS of ours (CPU)")
+    print(f"device {args.device}, B = {b}, C = {c}; fwd+bwd, medians over {args.rounds} interleaved rounds of "
+          f"{args.number} runs; ratios to Linear + CE (median of per-round ratios); peak = extra RSS of ours (CPU)")
     print("| loss | threads | D | Linear + CE ms | ours ms | ours ratio | reference ms | reference ratio | goal | "
           "peak MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for d in args.dims:
-            base = time_case("linear+ce", b, c, d, args.device, args.repeats)
+            times = round_times({name: fwd_bwd_of(name, b, c, d, args.device) for name in CASES}, args.rounds,
+                                args.number)
+            ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
             for name, ref_name in (("lgm", "lgm ref"), ("large-margin", "large-margin ref")):
-                ours = time_case(name, b, c, d, args.device, args.repeats)
-                ref = time_case(ref_name, b, c, d, args.device, args.repeats)
-                ref_ms, ref_ratio = f"{1000 * ref:.1f}", f"{ref / base:.2f}"
-                ok = "met" if ours / base <= GOALS[name] else "not met"
+                ours, ref = median_ratio(times, name, "linear+ce"), median_ratio(times, ref_name, "linear+ce")
+                ok = "met" if ours <= GOALS[name] else "not met"
                 peak = max(peak_mb(name, b, c, d), 0.0) if args.device == "cpu" else float("nan")
-                print(f"| {name} | {threads} | {d} | {1000 * base:.1f} | {1000 * ours:.1f} | {ours / base:.2f} | "
-                      f"{ref_ms} | {ref_ratio} | <= {GOALS[name]} ({ok}) | {peak:.0f} |", flush=True)
+                print(f"| {name} | {threads} | {d} | {ms['linear+ce']:.1f} | {ms[name]:.1f} | {ours:.2f} | "
+                      f"{ms[ref_name]:.1f} | {ref:.2f} | <= {GOALS[name]} ({ok}) | {peak:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
