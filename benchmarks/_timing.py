@@ -25,6 +25,8 @@ def round_times(fns: Mapping[str, Callable[[], None]], rounds: int, number: int 
     return times
 
 
-def median_ratio(times: Mapping[str, list[float]], name: str, baseline: str) -> float:
-    """The median over rounds of ``name``'s time over ``baseline``'s in the same round."""
-    return statistics.median(a / b for a, b in zip(times[name], times[baseline]))
+def ratio_quartiles(times: Mapping[str, list[float]], name: str, baseline: str) -> tuple[float, float, float]:
+    """The quartiles (25 %, median, 75 %) over rounds of ``name``'s time over ``baseline``'s in the
+    same round: the median is the figure, the spread says how far to trust its second digit."""
+    low, mid, high = statistics.quantiles((a / b for a, b in zip(times[name], times[baseline])), n=4)
+    return low, mid, high

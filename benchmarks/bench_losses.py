@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _timing import median_ratio, round_times
+from _timing import ratio_quartiles, round_times
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from lgm_gcp.losses.large_margin import LargeMarginLoss
@@ -125,7 +125,8 @@ def main():
     args = parser.parse_args()
     b, c = args.batch, args.classes
     print(f"device {args.device}, B = {b}, C = {c}; fwd+bwd, medians over {args.rounds} interleaved rounds of "
-          f"{args.number} runs; ratios to Linear + CE (median of per-round ratios); peak = extra RSS of ours (CPU)")
+          f"{args.number} runs; ratios to Linear + CE (median of per-round ratios, interquartile range in brackets); "
+          "peak = extra RSS of ours (CPU)")
     print("| loss | threads | D | Linear + CE ms | ours ms | ours ratio | reference ms | reference ratio | goal | "
           "peak MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -136,11 +137,12 @@ def main():
                                 args.number)
             ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
             for name, ref_name in (("lgm", "lgm ref"), ("large-margin", "large-margin ref")):
-                ours, ref = median_ratio(times, name, "linear+ce"), median_ratio(times, ref_name, "linear+ce")
+                (low, ours, high), (_, ref, _) = (ratio_quartiles(times, n, "linear+ce") for n in (name, ref_name))
                 ok = "met" if ours <= GOALS[name] else "not met"
                 peak = max(peak_mb(name, b, c, d), 0.0) if args.device == "cpu" else float("nan")
-                print(f"| {name} | {threads} | {d} | {ms['linear+ce']:.1f} | {ms[name]:.1f} | {ours:.2f} | "
-                      f"{ms[ref_name]:.1f} | {ref:.2f} | <= {GOALS[name]} ({ok}) | {peak:.0f} |", flush=True)
+                print(f"| {name} | {threads} | {d} | {ms['linear+ce']:.1f} | {ms[name]:.1f} | "
+                      f"{ours:.2f} ({low:.2f}–{high:.2f}) | {ms[ref_name]:.1f} | {ref:.2f} | "
+                      f"<= {GOALS[name]} ({ok}) | {peak:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -495,6 +495,34 @@ def test_fused_lgm_equals_the_general_path_and_passes_gradcheck(form, monkeypatc
                                     (x.detach().requires_grad_(), crit.means.detach().clone().requires_grad_()))
 
 
+def test_fused_lgm_stays_accurate_where_the_cross_entropy_matters():
+    """Means sharing an offset of 10 (D = 4096, 10 classes, spread 0.02) and features 0.02 from their
+    means: ‖x‖² ≈ 4e5 while the class distances differ by ~3, so CE ≈ 1.3 rests on logit differences
+    of order 1. Uncentred, float32 logits x·μ − ½‖μ‖² ≈ 2e5 carry errors of ~0.01 (measured: loss off
+    by 1.3e-3 relative, gradients by 3–4 % of their largest entry); centred on the batch's mean feature
+    they match float64 to 6e-7 (loss) and 3e-5 (gradients), the same as centring on the mean of the means."""
+    torch.manual_seed(0)
+    d, classes = 4096, 10
+    crit = LGMLoss(d, classes, margin={"policy": "CONSTANT", "value": 0.5})
+    with torch.no_grad():
+        crit.means.copy_(10.0 + 0.02 * torch.randn(classes, d))
+    y = torch.arange(32) % classes
+    x = crit.means.detach()[y] + 0.02 * torch.randn(32, d)
+    results = []
+    for dtype in (torch.float32, torch.float64):
+        c = crit.to(dtype)
+        xx = x.detach().clone().to(dtype).requires_grad_()
+        loss, _, logs = c(xx, y)
+        loss.backward()
+        results.append((loss.detach().double(), logs["ce"].double(), xx.grad.double(), c.means.grad.double()))
+        c.zero_grad()
+    (l32, ce32, gx32, gm32), (l64, ce64, gx64, gm64) = results
+    assert ce64 > 0.5  # the cross-entropy is not negligible here
+    assert abs(l32 - l64) / l64 < 1e-5 and abs(ce32 - ce64) / ce64 < 1e-5
+    assert ((gx32 - gx64).abs().max() / gx64.abs().max()).item() < 2e-4
+    assert ((gm32 - gm64).abs().max() / gm64.abs().max()).item() < 2e-4
+
+
 def test_fused_lgm_loss_and_gradients_stay_accurate_on_trained_like_features():
     """The same trained-like GCP-sized features as the logits test (D = 32,896, features near means
     that share a large positive offset): the float32 loss and feature gradient against float64."""

@@ -9,7 +9,8 @@ features x (B, D), class means μ (C, D), variances σ (C,) isotropic or (C, D) 
   L_lkd    half:  ½‖x_i − μ_y‖²  (the Caffe/TF reference: not divided by σ, no log-det; default)
            full:  ‖x_i − μ_y‖²   (the authors' later PyTorch code)
            paper: d_y(x_i) + ½ log|Σ_y|  (the paper's Σ-scaled form)
-Distances use ‖x‖² − 2 x μᵀ + ‖μ‖² around the mean of the means (clamped at 0), never a (B, C, D)
+Distances use ‖x‖² − 2 x μᵀ + ‖μ‖² around a centre among the features (the mean of the means; the fused
+training path takes the batch's mean feature, a cheaper pass) and are clamped at 0, never a (B, C, D)
 tensor, in float32 even under autocast. In the reference setting (isotropic, one frozen σ for every
 class, no log-det) the whole training loss is one Function, ``FusedLGM``, costing what a Linear + CE
 does; otherwise ``SquaredDistances`` fuses the distances' backward into the two matmuls a Linear layer
@@ -74,66 +75,63 @@ class SquaredDistances(torch.autograd.Function):
 
 class FusedLGM(torch.autograd.Function):
     """The training loss in its reference setting (isotropic, one frozen σ for every class, no log-det),
-    every (B, C) pass shared, as a Linear + CE costs. With c the mean of the means (detached), x̄ = x − c,
-    μ̄ = μ − c, v_i = x_i − μ_{y_i}, d_y = ½‖v‖²/σ and r_i = ½‖x̄_i‖²/σ:
+    every (B, C) pass shared, as a Linear + CE costs. With c the batch's mean feature (detached; it sits
+    among the features, as the means do, and costs a (B, D) pass where the mean of the means costs a
+    (C, D) one), x̄ = x − c, μ̄ = μ − c, v_i = x_i − μ_{y_i}, d_y = ½‖v‖²/σ and r_i = ½‖x̄_i‖²/σ:
 
       s_ik = (x̄_i·μ̄_k − ½‖μ̄_k‖²)/σ = −d_ik + r_i         (the logits up to a per-row shift)
       t_i  = r_i − (1 + α) d_y                             (the target's margin logit, same shift)
       CE_i = logsumexp(s_i with s_iy := t_i) − t_i         (shift-invariant, so exact)
       loss = mean_i CE_i + λ k mean_i ½‖v_i‖²              (k = 1 half, 2 full)
 
-    d_y comes from x − μ_y directly (exact); s is centred, so nothing large cancels in float32. With
-    P = softmax with its target column zeroed and p_y the target's probability, the backward is two
-    matmuls and row/column sums:
-      ∂/∂x = [P μ̄ + (p_y − 1)(x̄ − (1+α) v)]/(σB) + λ k v/B
-      ∂/∂μ = [Pᵀ x̄ − colsum(P) μ̄]/(σB) + Σ_{i: y_i = k} [(p_y − 1)(1+α) v_i/(σB) − λ k v_i/B]
+    d_y comes from x − μ_y directly (exact); s is centred, so nothing large cancels in float32. One
+    softmax gives P and the log-sum-exp (max s − log max P). With P's target column zeroed (its rows
+    then sum to 1 − p_y, which cancels every c term), the backward is two matmuls and three passes:
+      ∂/∂x = [P μ + (p_y − 1)(x − (1+α) v)]/(σB) + λ k v/B
+      ∂/∂μ = [Pᵀ x − colsum(P) μ]/(σB) + Σ_{i: y_i = k} [(p_y − 1)(1+α) v_i/(σB) − λ k v_i/B]
     Returns (loss, margin-free logits −d, CE, mean ½‖v‖²); only the loss carries a gradient.
     """
 
     @staticmethod
     def forward(ctx, x, mu, targets, sigma: float, alpha: float, lam_k: float):
-        centre = mu.detach().mean(0)
+        b = x.shape[0]
+        centre = x.sum(0).div_(b)
         xc = x - centre
-        mc_norm = torch.cdist(mu[None], centre[None, None], compute_mode="donot_use_mm_for_euclid_dist")[0, :, 0]
-        # x̄·μ_k differs from x̄·μ̄_k by x̄·c, a per-row constant: folded into the shift r, and no (C, D)
-        # temporary μ − c is made (allocating one per step cost as much as a matmul)
-        s = torch.addmm(mc_norm.square_().mul_(-0.5), xc, mu.T)
-        if sigma != 1.0:
-            s.div_(sigma)
+        mc_sq = torch.linalg.vector_norm(mu - centre, dim=1).square_()  # measured faster than cdist's direct path
+        # x̄·μ_k differs from x̄·μ̄_k by x̄·c, a per-row constant: folded into the shift r, so the matmul
+        # takes μ itself
+        s = torch.addmm(mc_sq, xc, mu.T, beta=-0.5 / sigma, alpha=1.0 / sigma)
         y = targets[:, None]
         v = x - mu.index_select(0, targets)
-        sq_y = torch.linalg.vector_norm(v, dim=1).square_()
-        r = (torch.linalg.vector_norm(xc, dim=1).square_().mul_(0.5) + xc @ centre) / sigma
-        t = r - (1.0 + alpha) * 0.5 / sigma * sq_y
+        sq_y = torch.linalg.vecdot(v, v)
+        r = torch.linalg.vecdot(xc, torch.add(centre, xc, alpha=0.5)).div_(sigma)  # (½‖x̄‖² + x̄·c)/σ
+        t = torch.add(r, sq_y, alpha=-0.5 * (1.0 + alpha) / sigma)
         logits = s - r[:, None]
-        s.scatter_(1, y, t[:, None])
-        lse = torch.logsumexp(s, 1)
-        ce = (lse - t).mean()
-        ctx.save_for_backward(s, lse, targets, x, xc, mu, centre, v)
+        p = F.softmax(s.scatter_(1, y, t[:, None]), 1)
+        # log-sum-exp = max s − log max p (the largest p is ≥ 1/C: well conditioned), minus t
+        ce = s.amax(1).sub_(p.amax(1).log_()).sub_(t).sum().div_(b)
+        ctx.save_for_backward(p, targets, x, mu, v)
         ctx.sigma, ctx.alpha, ctx.lam_k = sigma, alpha, lam_k
-        half_lik = 0.5 * sq_y.mean()
+        half_lik = sq_y.sum().mul_(0.5 / b)
         ce_out, lik_out = ce.detach(), half_lik.detach()
         ctx.mark_non_differentiable(logits, ce_out, lik_out)
         return ce + lam_k * half_lik, logits, ce_out, lik_out
 
     @staticmethod
     def backward(ctx, grad, _grad_logits, _grad_ce, _grad_lik):
-        s, lse, targets, x, xc, mu, centre, v = ctx.saved_tensors
-        b, sigma, alpha, lam_k = s.shape[0], ctx.sigma, ctx.alpha, ctx.lam_k
+        p, targets, x, mu, v = ctx.saved_tensors
+        b = p.shape[0]
         y = targets[:, None]
-        scale = grad / (sigma * b)
-        p = torch.sub(s, lse[:, None]).exp_()
-        p_y = p.gather(1, y)
-        p.scatter_(1, y, 0.0).mul_(scale)  # P / (σB)
-        target = v * (scale * (p_y - 1.0) * (1.0 + alpha))  # (p_y − 1)(1+α) v/(σB)
-        pull = v * (grad * lam_k / b)  # the likelihood's λ k v / B
+        scale = grad / (ctx.sigma * b)
+        x_coef = (p.gather(1, y) - 1.0).mul_(scale)  # (p_y − 1)/(σB), (B, 1)
+        v_coef = torch.sub(grad * (ctx.lam_k / b), x_coef, alpha=1.0 + ctx.alpha)  # λk/B − (1+α)(p_y − 1)/(σB)
+        p = torch.mul(p, scale).scatter_(1, y, 0.0)  # P/(σB), a copy: a second backward finds p intact
         grad_x = grad_mu = None
-        if ctx.needs_input_grad[0]:  # P μ̄ = P μ − rowsum(P) c
-            grad_x = torch.mm(p, mu).addr_(p.sum(1), centre, alpha=-1.0)
-            grad_x.add_(xc * (scale * (p_y - 1.0))).sub_(target).add_(pull)
-        if ctx.needs_input_grad[1]:  # Pᵀ x̄ − colsum(P) μ̄ = Pᵀ x − colsum(P) μ
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.mm(p, mu).addcmul_(x, x_coef).addcmul_(v, v_coef)
+        if ctx.needs_input_grad[1]:
             grad_mu = torch.mm(p.T, x).addcmul_(mu, p.sum(0)[:, None], value=-1.0)
-            grad_mu.index_add_(0, targets, target - pull)
+            grad_mu.index_add_(0, targets, v * v_coef, alpha=-1.0)
         return grad_x, grad_mu, None, None, None, None
 
 
