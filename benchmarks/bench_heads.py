@@ -10,17 +10,18 @@ Compares, in one process on the same inputs:
   eigh       torch.linalg.eigh square root with autograd
 and prints each as a ratio of the reference time (lower is better; goal: ours <= 0.4).
 
-    python benchmarks/bench_heads.py [--device cuda] [--batches 8 32 128] [--dims 128 256] [--threads 2 1]
+    python benchmarks/bench_heads.py [--device cuda] [--batches 8 32 128] [--dims 128 256] [--threads 2 1] [--rounds 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
 import torch
-from _timing import median_seconds
+from _timing import ratio_quartiles, round_times
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from lgm_gcp.models.heads.covariance import CovarianceSqrt, covariance, eigh_sqrt, triu_vec
@@ -44,13 +45,13 @@ def eigh(x):
     return triu_vec(eigh_sqrt(covariance(x)))
 
 
-def timed(fn, x, repeats):
+def fwd_bwd_of(fn, x):
     def fwd_bwd():
         x.grad = None
         out = fn(x)
         out.backward(torch.ones_like(out))
 
-    return median_seconds(fwd_bwd, repeats, x.is_cuda)
+    return fwd_bwd
 
 
 def main():
@@ -59,7 +60,8 @@ def main():
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--dims", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--positions", type=int, nargs="+", default=[49, 196])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--number", type=int, default=3, help="runs per case per round")
     parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
     args = parser.parse_args()
     ours = CovarianceSqrt(iterations=5)
@@ -67,11 +69,13 @@ def main():
     x0 = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
     for impl in (ours, matmul, spectral):  # the same function before timing it
         assert torch.allclose(impl(x0), reference(x0), atol=1e-6)
-    print(f"device {args.device}, fwd+bwd median of {args.repeats}, float32; ratios to the reference's time "
-          "(goals, issue 17: ours <= 0.4, matmul <= 0.5)")
-    names = ("ours", "matmul", "spectral", "plain", "eigh")
-    print("| threads | B | d | M | reference ms | " + " | ".join(names) + " |")
-    print("|---" * (5 + len(names)) + "|")
+    print(f"device {args.device}, float32 fwd+bwd, medians over {args.rounds} interleaved rounds of {args.number} "
+          "runs; "
+          "ratios to the reference's time (median of per-round ratios; ours: interquartile range in brackets; "
+          "goals, issue 17: ours <= 0.4, matmul <= 0.5)")
+    cases = {"ours": ours, "matmul": matmul, "spectral": spectral, "plain": plain, "eigh": eigh}
+    print("| threads | B | d | M | reference ms | " + " | ".join(cases) + " |")
+    print("|---" * (5 + len(cases)) + "|")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for b in args.batches:
@@ -79,10 +83,14 @@ def main():
                 for m in args.positions:
                     side = int(m**0.5)
                     x = torch.relu(torch.randn(b, d, side, side, device=args.device)).requires_grad_()
-                    ref = timed(reference, x, args.repeats)
-                    row = [timed(f, x, args.repeats) / ref for f in (ours, matmul, spectral, plain, eigh)]
-                    print(f"| {threads} | {b} | {d} | {m} | {1000 * ref:.1f} | " + " | ".join(f"{r:.2f}" for r in row)
-                          + " |", flush=True)
+                    fns = {name: fwd_bwd_of(fn, x) for name, fn in {"reference": reference, **cases}.items()}
+                    times = round_times(fns, args.rounds, args.number)
+                    cells = []
+                    for name in cases:
+                        low, mid, high = ratio_quartiles(times, name, "reference")
+                        cells.append(f"{mid:.2f} ({low:.2f}–{high:.2f})" if name == "ours" else f"{mid:.2f}")
+                    ref_ms = 1000 * statistics.median(times["reference"])
+                    print(f"| {threads} | {b} | {d} | {m} | {ref_ms:.1f} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from lgm_gcp.errors import ConfigError
 from lgm_gcp.models.heads.base import PoolingHead
@@ -40,13 +41,27 @@ SQRTS = ("newton_schulz", "eigh")
 ALGORITHMS = ("auto", "matmul", "spectral")
 
 
+class _Covariance(torch.autograd.Function):
+    """Σ = X_c X_cᵀ / M over positions (B, d, M) -> (B, d, d), X_c = X − mean_M X. Backward: one product,
+    ∂L/∂X = (G + Gᵀ) X_c / M; the centring's own term, −mean_M of that, is zero because every row of
+    X_c sums to zero (autograd would spend a second product on the other operand and a pass on it)."""
+
+    @staticmethod
+    def forward(ctx, feats: torch.Tensor) -> torch.Tensor:
+        centred = feats - feats.mean(dim=2, keepdim=True)
+        ctx.save_for_backward(centred)
+        return torch.bmm(centred, centred.transpose(1, 2)).div_(feats.shape[-1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (centred,) = ctx.saved_tensors
+        return torch.bmm(grad + grad.transpose(1, 2), centred).div_(centred.shape[-1])
+
+
 def covariance(x: torch.Tensor) -> torch.Tensor:
     """(B, d, h, w) -> (B, d, d): the biased (1/M) covariance over the M = h·w positions."""
-    b, d = x.shape[:2]
-    feats = x.reshape(b, d, -1)
-    m = feats.shape[-1]
-    centred = feats - feats.mean(dim=2, keepdim=True)
-    return torch.bmm(centred, centred.transpose(1, 2)).div_(m)
+    return _Covariance.apply(x.reshape(x.shape[0], x.shape[1], -1))
 
 
 def newton_schulz_sqrt(sigma: torch.Tensor, iterations: int = 5) -> torch.Tensor:
@@ -87,7 +102,8 @@ def _scalar_map_and_divided_differences(a: torch.Tensor, iterations: int, with_d
                 dt = dz * yj
                 dt.addcmul_(zi, dy).mul_(-0.5)
                 dy.mul_(tj).addcmul_(yi, dt)
-                dz.mul_(ti).addcmul_(dt, zj)
+                if k < iterations - 1:  # the last step's Dz is never read
+                    dz.mul_(ti).addcmul_(dt, zj)
         y, z = y * t, t * z
     return y, dy
 
@@ -109,13 +125,13 @@ class SpectralNewtonSchulz(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         u, a, s = ctx.saved_tensors
         f, dd = _scalar_map_and_divided_differences(a, ctx.iterations, with_dd=True)
-        rs = s.sqrt().unsqueeze(-1)  # (B, 1, 1)
-        h = u.transpose(-1, -2) @ (0.5 * (grad + grad.transpose(-1, -2))) @ u
-        hd = h.diagonal(dim1=-2, dim2=-1)
+        half_over_rs = 0.5 / s.sqrt()  # (B, 1); h below is twice Uᵀ sym(G) U
+        h = u.transpose(-1, -2) @ (grad + grad.transpose(-1, -2)) @ u
         fprime = dd.diagonal(dim1=-2, dim2=-1)
-        d_s = (hd * (0.5 * f - a * fprime)).sum(-1).view(-1, 1, 1) / rs
-        d_sigma = u @ (dd * h / rs) @ u.transpose(-1, -2)
-        return d_sigma + d_s * torch.eye(a.shape[-1], dtype=a.dtype, device=a.device), None
+        d_s = torch.linalg.vecdot(h.diagonal(dim1=-2, dim2=-1), 0.5 * f - a * fprime).unsqueeze(-1) * half_over_rs
+        d_sigma = u @ dd.mul_(h).mul_(half_over_rs.unsqueeze(-1)) @ u.transpose(-1, -2)
+        d_sigma.diagonal(dim1=-2, dim2=-1).add_(d_s)
+        return d_sigma, None
 
 
 def isqrt(sigma: torch.Tensor, iterations: int = 5, algorithm: str = "auto") -> torch.Tensor:
