@@ -8,6 +8,7 @@ Compares, in one process on the same inputs:
              tests/references.py: an M×M centring matrix, identities repeated per batch, a hand-written backward
   plain      a straightforward autograd Newton-Schulz (centring matrix-free, no fusion)
   eigh       torch.linalg.eigh square root with autograd
+  eigh only  torch.linalg.eigh of the covariances alone, no backward: the floor of any eigenbasis method
 and prints each as a ratio of the reference time (lower is better; goal: ours <= 0.4).
 
     python benchmarks/bench_heads.py [--device cuda] [--batches 8 32 128] [--dims 128 256] [--threads 2 1] [--rounds 10]
@@ -45,11 +46,18 @@ def eigh(x):
     return triu_vec(eigh_sqrt(covariance(x)))
 
 
+def eigh_only(x):
+    """Not a pooling: the eigendecomposition alone (fwd_bwd_of skips the backward of a no-grad output)."""
+    with torch.no_grad():
+        return torch.linalg.eigh(covariance(x))[0]
+
+
 def fwd_bwd_of(fn, x):
     def fwd_bwd():
         x.grad = None
         out = fn(x)
-        out.backward(torch.ones_like(out))
+        if out.requires_grad:
+            out.backward(torch.ones_like(out))
 
     return fwd_bwd
 
@@ -73,7 +81,7 @@ def main():
           "runs; "
           "ratios to the reference's time (median of per-round ratios; ours: interquartile range in brackets; "
           "goals, issue 17: ours <= 0.4, matmul <= 0.5)")
-    cases = {"ours": ours, "matmul": matmul, "spectral": spectral, "plain": plain, "eigh": eigh}
+    cases = {"ours": ours, "matmul": matmul, "spectral": spectral, "plain": plain, "eigh": eigh, "eigh only": eigh_only}
     print("| threads | B | d | M | reference ms | " + " | ".join(cases) + " |")
     print("|---" * (5 + len(cases)) + "|")
     for threads in args.threads:

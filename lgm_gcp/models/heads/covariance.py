@@ -98,12 +98,12 @@ def _scalar_map_and_divided_differences(a: torch.Tensor, iterations: int, with_d
             if k == 0:  # y = a, z = 1: Dy = 1, Dz = 0, so Dt = −½ and Dz' = −½ everywhere
                 dy = tj - 0.5 * yi
                 dz = torch.full_like(dy, -0.5)
+                dt2 = torch.empty_like(dy)  # −2 Dt, one buffer for every step
             else:
-                dt = dz * yj
-                dt.addcmul_(zi, dy).mul_(-0.5)
-                dy.mul_(tj).addcmul_(yi, dt)
+                torch.mul(dz, yj, out=dt2).addcmul_(zi, dy)
+                dy.mul_(tj).addcmul_(yi, dt2, value=-0.5)
                 if k < iterations - 1:  # the last step's Dz is never read
-                    dz.mul_(ti).addcmul_(dt, zj)
+                    dz.mul_(ti).addcmul_(dt2, zj, value=-0.5)
         y, z = y * t, t * z
     return y, dy
 
