@@ -12,9 +12,10 @@ features x (B, D), class means μ (C, D), variances σ (C,) isotropic or (C, D) 
 Distances use ‖x‖² − 2 x μᵀ + ‖μ‖² around a centre among the features (the mean of the means; the fused
 training path takes the batch's mean feature, a cheaper pass) and are clamped at 0, never a (B, C, D)
 tensor, in float32 even under autocast. In the reference setting (isotropic, one frozen σ for every
-class, no log-det) the whole training loss is one Function, ``FusedLGM``, costing what a Linear + CE
-does; otherwise ``SquaredDistances`` fuses the distances' backward into the two matmuls a Linear layer
-needs plus one pass over μ, and the likelihood term is a gather from the same distances.
+class, no log-det) the whole training loss is one Function, ``FusedLGM``, costing 1.1–1.25× a Linear +
+CE (benchmarks/bench_losses.py); otherwise ``SquaredDistances`` fuses the distances' backward into
+the two matmuls a Linear layer needs plus one pass over μ, and the likelihood term is a gather from
+the same distances.
 σ = exp(log σ) is positive by construction; ``update_sigma=false`` freezes it at
 ``sigma_init`` (the reference setting, under which L-GM equals a linear layer with weights μ and
 biases −½‖μ‖²). Two deliberate differences from the Caffe layer, each with an option that restores it:
@@ -75,7 +76,7 @@ class SquaredDistances(torch.autograd.Function):
 
 class FusedLGM(torch.autograd.Function):
     """The training loss in its reference setting (isotropic, one frozen σ for every class, no log-det),
-    every (B, C) pass shared, as a Linear + CE costs. With c the batch's mean feature (detached; it sits
+    every (B, C) pass shared. With c the batch's mean feature (detached; it sits
     among the features, as the means do, and costs a (B, D) pass where the mean of the means costs a
     (C, D) one), x̄ = x − c, μ̄ = μ − c, v_i = x_i − μ_{y_i}, d_y = ½‖v‖²/σ and r_i = ½‖x̄_i‖²/σ:
 
