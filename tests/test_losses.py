@@ -441,6 +441,25 @@ def test_fused_large_margin_gradcheck_with_an_ignored_row_and_agrees_with_the_ge
     assert g_fused[2].abs().max() == 0  # the ignored row gets no gradient
 
 
+def test_softmax_and_logsumexp_match_torch_with_masked_columns_and_large_shifts():
+    """The fused losses' one-pass (softmax, log-sum-exp): against torch.softmax and torch.logsumexp in
+    float64, with one −inf (masked) entry per row; and in float32 on logits shifted by 1000 with a
+    spread of 50, against float64 on the same values (lse to 1e-7 relative)."""
+    from lgm_gcp.losses.base import softmax_and_logsumexp
+
+    gen = torch.Generator().manual_seed(2)
+    z = torch.randn(8, 7, dtype=torch.float64, generator=gen) * 3
+    z[torch.arange(8), torch.arange(8) % 7] = float("-inf")
+    p, lse = softmax_and_logsumexp(z.clone())
+    torch.testing.assert_close(p, torch.softmax(z, 1), rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(lse, torch.logsumexp(z, 1), rtol=1e-14, atol=1e-14)
+    assert (p[torch.arange(8), torch.arange(8) % 7] == 0).all()
+    big = torch.randn(16, 1000, generator=gen) * 50 + 1000
+    _, lse32 = softmax_and_logsumexp(big.clone())
+    exact = torch.logsumexp(big.double(), 1)
+    assert ((lse32.double() - exact).abs() / exact).max() < 1e-7
+
+
 def test_fused_large_margin_float32_matches_float64_on_confident_shifted_logits():
     """The fused path takes L (the log-sum-exp over the non-target logits) from its one softmax as
     max z − log max q. On logits a trained network gives (spread 40, every row shifted by 500, the

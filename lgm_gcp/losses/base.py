@@ -1,13 +1,23 @@
-"""Shared pieces of the criteria: the linear classifier and its recipe initialisations."""
+"""Shared pieces of the criteria: the linear classifier and its recipe initialisations, and the one-pass
+softmax with its log-sum-exp that the fused losses use."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lgm_gcp.errors import ConfigError
 
 INITS = ("default", "normal")
+
+
+def softmax_and_logsumexp(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(softmax over dim 1 (N, C), log Σ_j e^{z_j} (N,)) from one softmax pass: the largest
+    probability is e^{max z − lse} ≥ 1/C (well conditioned), so lse = max z − log max p; entries
+    of −inf (masked classes) get probability 0. As accurate as ``torch.logsumexp`` in float32."""
+    p = F.softmax(logits, 1)
+    return p, logits.amax(1).sub_(p.amax(1).log_())
 
 
 def make_linear(in_features: int, num_classes: int, init: str = "default") -> nn.Linear:

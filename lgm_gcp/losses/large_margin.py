@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from lgm_gcp.errors import ConfigError
+from lgm_gcp.losses.base import softmax_and_logsumexp
 from lgm_gcp.losses.softmax import SoftmaxLoss
 
 
@@ -51,10 +52,9 @@ class FusedLargeMargin(torch.autograd.Function):
         y = targets.where(valid, 0)[:, None]
         weight = valid.to(z.dtype).div_(valid.sum().clamp_min_(1))  # (N,): the mean over valid rows
         masked = z.scatter(1, y, float("-inf"))
-        q = F.softmax(masked, 1)  # 0 on the target
+        q, lse = softmax_and_logsumexp(masked)  # q is 0 on the target
         z_y = z.gather(1, y).squeeze_(1)
-        # L = m − log q_max (q_max ≥ 1/(C − 1): well conditioned), then the CE margin L − z_y
-        margin = masked.amax(1).sub_(q.amax(1).log_()).sub_(z_y)
+        margin = lse.sub_(z_y)  # L − z_y
         qz = torch.linalg.vecdot(q, z)
         two_r = torch.sub(qz, z.sum(1).sub_(z_y), alpha=1.0 / (c - 1))
         ctx.save_for_backward(z, y, q, qz, margin, weight)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lgm_gcp.errors import ConfigError
+from lgm_gcp.losses.base import softmax_and_logsumexp
 from lgm_gcp.schedules.margin import MarginSchedule
 
 FORMS = ("half", "full", "paper")
@@ -108,9 +109,8 @@ class FusedLGM(torch.autograd.Function):
         r = torch.linalg.vecdot(xc, torch.add(centre, xc, alpha=0.5)).div_(sigma)  # (½‖x̄‖² + x̄·c)/σ
         t = torch.add(r, sq_y, alpha=-0.5 * (1.0 + alpha) / sigma)
         logits = s - r[:, None]
-        p = F.softmax(s.scatter_(1, y, t[:, None]), 1)
-        # log-sum-exp = max s − log max p (the largest p is ≥ 1/C: well conditioned), minus t
-        ce = s.amax(1).sub_(p.amax(1).log_()).sub_(t).sum().div_(b)
+        p, lse = softmax_and_logsumexp(s.scatter_(1, y, t[:, None]))
+        ce = lse.sub_(t).sum().div_(b)
         ctx.save_for_backward(p, targets, x, mu, v)
         ctx.sigma, ctx.alpha, ctx.lam_k = sigma, alpha, lam_k
         half_lik = sq_y.sum().mul_(0.5 / b)
