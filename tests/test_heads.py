@@ -290,7 +290,7 @@ def test_bad_options_name_the_valid_ones():
         CovarianceSqrt(sqrt="svd")
     with pytest.raises(ValueError, match="head.vec_order='diag'.*row or col"):
         CovarianceSqrt(vec_order="diag")
-    with pytest.raises(ValueError, match="head.algorithm=.svd.*auto, matmul or spectral"):
+    with pytest.raises(ValueError, match="head.algorithm=.svd.*auto, matmul, spectral or gram"):
         CovarianceSqrt(algorithm="svd")
     with pytest.raises(ValueError, match="head.activation=.gelu."):
         IsqrtCovHead(8, dim=4, activation="gelu")
@@ -321,3 +321,20 @@ def test_spectral_and_matmul_algorithms_agree_on_rank_deficient_input(n):
 def test_gradcheck_each_algorithm(algorithm):
     x = torch.randn(2, 4, 3, 3, dtype=D64, requires_grad=True)
     assert torch.autograd.gradcheck(CovarianceSqrt(5, algorithm=algorithm), (x,), eps=1e-6, atol=1e-5)
+
+
+def test_three_g_zero_gate_init_starts_every_gate_at_one_half_and_learns():
+    """gate_init=zero: W_b = 0, so u = 0 and every gate is sigmoid(0) = ½ (the slope ¼ at its largest); W_b
+    itself gets a gradient at once, and after one SGD step the convs before it do too."""
+    torch.manual_seed(0)
+    block = ReweightBlock(8, reduction=4, gate_init="zero")
+    a = torch.relu(torch.randn(2, 8, 3, 3))
+    torch.testing.assert_close(block(a, a), 0.5 * a, atol=0, rtol=0)
+    block(a, a).sum().backward()
+    assert block.score[0].weight.grad.abs().max() > 0 and block.p1[0].weight.grad.abs().max() == 0
+    torch.optim.SGD(block.parameters(), lr=0.1).step()
+    block.zero_grad()
+    block(a, a).sum().backward()
+    assert block.p1[0].weight.grad.abs().max() > 0
+    kaiming = ReweightBlock(8, reduction=4, gate_init="kaiming")
+    assert kaiming.score[0].weight.std() > 0.5  # the reference's fan_out init, std √2

@@ -71,6 +71,8 @@ def one_training_step(backbone: str, head: str, loss: str):
     heads keep it small; fewer images leave a 3G block on VGG's 2x2 maps with all-dead ReLUs); returns the model."""
     size = 64 if backbone in IMAGENET else 32
     extra = ["head.dim=8"] if head != "gap" else []
+    if head == "3g":  # the default zero W_b gives its block's inner convs no gradient at step 0, as a
+        extra.append("head.gate_init=kaiming")  # zero-initialised residual branch: wiring checked with the reference's
     torch.manual_seed(0)
     model = build(backbone, head, 7, f"loss={loss}", *extra).train()
     images, targets = torch.randn(4, 3, size, size), torch.tensor([0, 1, 2, 3])

@@ -103,6 +103,13 @@ class InMemoryDatasetConfig(DatasetConfig):
 
 
 @dataclass
+class FileDatasetConfig(InMemoryDatasetConfig):
+    """In-memory datasets read from files (MNIST, Fashion-MNIST, CIFAR)."""
+
+    search: List[str] = field(default_factory=list)  # more folders to find the files in, after root, in order
+
+
+@dataclass
 class DigitsConfig(InMemoryDatasetConfig):
     test_fraction: float = _ranged(0.25, Range(0, 1, low_open=True, high_open=True))
     split_seed: int = nonneg(0)
@@ -185,7 +192,8 @@ class CovarianceHeadConfig(HeadConfig):
     iterations: int = count(5)
     activation: str = one_of("auto", "auto", "relu", "relu6")  # auto: ReLU6 for MobileNetV2 and ShuffleNetV2
     sqrt: str = one_of("newton_schulz", "newton_schulz", "eigh")  # eigh: the exact root, for comparison
-    algorithm: str = one_of("auto", "auto", "matmul", "spectral")  # how newton_schulz is evaluated (same values)
+    # how newton_schulz is evaluated (same values); auto: gram where the map has fewer positions than dim
+    algorithm: str = one_of("auto", "auto", "matmul", "spectral", "gram")
     vec_order: str = one_of("row", "row", "col")  # row: iSQRT-COV checkpoints; col: 3G-Net checkpoints
     # the 1x1 reduction conv's init; auto: the backbone recipe (PyTorch's default on ShuffleNetV2)
     reduce_init: str = one_of("auto", "auto", "kaiming", "default")
@@ -196,6 +204,8 @@ class ThreeGConfig(CovarianceHeadConfig):
     blocks: int = nonneg(3)
     jitter: float = nonneg(1e-7)
     vec_order: str = one_of("col", "row", "col")
+    # the gate score conv W_b: zero (every gate starts at ½) or kaiming (the reference's; saturates at start)
+    gate_init: str = one_of("zero", "zero", "kaiming")
 
 
 # ----------------------------------------------------------------------------------- loss
@@ -446,6 +456,7 @@ class TableConfig:
 SCHEMAS = {
     "dataset": {
         "in_memory": InMemoryDatasetConfig,
+        "files": FileDatasetConfig,
         "digits": DigitsConfig,
         "synthetic": SyntheticConfig,
         "image_folder": ImageFolderConfig,

@@ -65,6 +65,22 @@ def _validate(cfg: DictConfig, allow_extra: bool | None) -> None:
         raise ConfigError(f"missing value for {', '.join(repr(k) for k in missing)}: set it on the command line")
     OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]), resolve=True)
     check_ranges(cfg)
+    check_composition(cfg)
+
+
+def check_composition(cfg: DictConfig) -> None:
+    """Refuse the one loss × head pair measured not to train (README, "Every loss on every head")."""
+    head, loss = OmegaConf.select(cfg, "head._target_", default=""), OmegaConf.select(cfg, "loss._target_", default="")
+    if not (str(head).endswith("ThreeGHead") and str(loss).endswith("LGMLoss")):
+        return
+    margin = cfg.loss.margin
+    margin_on = margin.value > 0 or (margin.policy != "CONSTANT" and margin.max > 0)
+    if cfg.loss.likelihood_weight > 0 or margin_on:
+        raise ConfigError(
+            "loss=lgm with head=3g does not train: L-GM's margin and likelihood terms pull each feature to its "
+            "class mean, and the 3G gates get there by closing (sigmoid -> 0), which collapses features and means "
+            "to the origin (chance accuracy over 10 digits epochs); use head=gcp, or turn both terms off with "
+            "loss.likelihood_weight=0 loss.margin.value=0 loss.margin.max=0 (99.3 % on digits)")
 
 
 def check_ranges(cfg: DictConfig) -> None:

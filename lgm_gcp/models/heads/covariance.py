@@ -10,23 +10,25 @@ scalar recurrence f_N); it is the function the papers trained with. ``sqrt="eigh
 exact root for comparison (its backward is unstable for the repeated zero eigenvalues of a
 rank-deficient Σ).
 
-Two algorithms compute the *same* function (``algorithm``; benchmarks/bench_heads.py measures them):
+Three algorithms compute the *same* function (``algorithm``; benchmarks/bench_heads.py measures them):
 
 * ``matmul``: the coupled iteration with batched products. Centring by subtracting the mean instead
   of an M×M centring matrix, fused first step (Z₀ = I) and last step (only Y), ``baddbmm`` folding
   1.5I − ½Z·Y into one call, and a hand-written adjoint (``_NewtonSchulz``): 3 products per step
   forward and 6 back, no elementwise pass for a scale or a sum. The exact adjoint of a product costs
   two products, so ~3N + 6N products is this algorithm's floor (N = 5: 36, the reference spends 53).
-  Fastest on GPUs.
 * ``spectral``: every iterate is a polynomial in A, so iSQRT(Σ) = U diag(√s·f_N(λ/s)) Uᵀ with
   Σ = U diag(λ) Uᵀ (spec 1.6). Forward: one ``eigh`` plus the scalar recurrence. Backward: the
   Daleckii–Krein formula ∂L/∂Σ = U (K ∘ UᵀḠU) Uᵀ + (∂L/∂s)·I, whose divided differences
   K_ij = (f(a_i) − f(a_j))/(a_i − a_j) are carried through the recurrence itself
   (D[uv] = Du·v(b) + u(a)·Dv), so nothing divides by a_i − a_j: repeated and zero eigenvalues
-  (rank-deficient Σ) are exact. Fastest on CPUs, where ``eigh`` is cheap.
+  (rank-deficient Σ) are exact.
+* ``gram`` (``gram.py``): the same iteration on the M×M Gram matrix of the M positions, by the
+  push-through identity; it never forms a d×d matrix but the output. Where M < d (7×7 or 14×14 maps
+  against d = 256) it costs a fraction of either d×d path.
 
-``auto`` picks spectral on CPU and matmul on CUDA. The covariance and the root always run in
-float32 or float64, also under autocast.
+``auto`` picks ``gram`` where M < d, else spectral on CPU and matmul on CUDA. The covariance and the
+root always run in float32 or float64, also under autocast.
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ from torch.autograd.function import once_differentiable
 
 from lgm_gcp.errors import ConfigError
 from lgm_gcp.models.heads.base import PoolingHead
+from lgm_gcp.models.heads.eigen import safe_eigh
+from lgm_gcp.models.heads.gram import gram_isqrt
 
 VEC_ORDERS = ("row", "col")
 SQRTS = ("newton_schulz", "eigh")
-ALGORITHMS = ("auto", "matmul", "spectral")
+ALGORITHMS = ("auto", "matmul", "spectral", "gram")
 
 
 class _Covariance(torch.autograd.Function):
@@ -147,7 +151,7 @@ class SpectralNewtonSchulz(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, sigma: torch.Tensor, iterations: int) -> torch.Tensor:
-        lam, u = torch.linalg.eigh(sigma)
+        lam, u = safe_eigh(sigma)
         s = lam.sum(-1, keepdim=True)  # = tr Σ
         a = lam / s
         f, _ = _scalar_map_and_divided_differences(a, iterations, with_dd=False)
@@ -168,12 +172,22 @@ class SpectralNewtonSchulz(torch.autograd.Function):
         return d_sigma, None
 
 
+def resolve_algorithm(algorithm: str, dim: int, positions: int | None, is_cuda: bool) -> str:
+    """``auto`` -> ``gram`` where the map has fewer positions than channels (M < d), else ``matmul`` on
+    CUDA and ``spectral`` on the CPU; any other choice is kept."""
+    if algorithm != "auto":
+        return algorithm
+    if positions is not None and positions < dim:
+        return "gram"
+    return "matmul" if is_cuda else "spectral"
+
+
 def isqrt(sigma: torch.Tensor, iterations: int = 5, algorithm: str = "auto") -> torch.Tensor:
-    """iSQRT-COV's matrix function of (B, d, d) covariances by the chosen algorithm (same values)."""
-    if algorithm not in ALGORITHMS:
-        raise ConfigError(f"head.algorithm={algorithm!r} is not valid; choose auto, matmul or spectral")
-    if algorithm == "auto":
-        algorithm = "matmul" if sigma.is_cuda else "spectral"
+    """iSQRT-COV's matrix function of (B, d, d) covariances by a d×d algorithm (same values); ``gram``
+    needs the maps themselves (``gram_isqrt``), so here ``auto`` picks between matmul and spectral."""
+    if algorithm not in ALGORITHMS or algorithm == "gram":
+        raise ConfigError(f"head.algorithm={algorithm!r} is not valid for a covariance; choose auto, matmul or spectral")
+    algorithm = resolve_algorithm(algorithm, sigma.shape[-1], None, sigma.is_cuda)
     if algorithm == "spectral":
         if iterations < 1:
             raise ConfigError(f"head.iterations={iterations} must be at least 1")
@@ -236,7 +250,9 @@ class CovarianceSqrt(nn.Module):
         if sqrt not in SQRTS:
             raise ConfigError(f"head.sqrt={sqrt!r} is not valid; choose newton_schulz or eigh")
         if algorithm not in ALGORITHMS:
-            raise ConfigError(f"head.algorithm={algorithm!r} is not valid; choose auto, matmul or spectral")
+            raise ConfigError(f"head.algorithm={algorithm!r} is not valid; choose auto, matmul, spectral or gram")
+        if iterations < 1:
+            raise ConfigError(f"head.iterations={iterations} must be at least 1")
         triangle_indices(2, vec_order, torch.device("cpu"))  # validates the order now
         self.iterations, self.sqrt, self.vec_order, self.jitter = iterations, sqrt, vec_order, jitter
         self.algorithm = algorithm
@@ -244,11 +260,15 @@ class CovarianceSqrt(nn.Module):
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         with torch.autocast(maps.device.type, enabled=False):
             x = maps if maps.dtype in (torch.float32, torch.float64) else maps.float()
+            feats = x.reshape(x.shape[0], x.shape[1], -1)
+            algorithm = resolve_algorithm(self.algorithm, feats.shape[1], feats.shape[2], x.is_cuda)
+            if self.sqrt == "newton_schulz" and algorithm == "gram":
+                return triu_vec(gram_isqrt(feats, self.iterations, self.jitter), self.vec_order)
             sigma = covariance(x)
             if self.jitter:
                 sigma = sigma + self.jitter * torch.eye(sigma.shape[-1], dtype=sigma.dtype, device=sigma.device)
             if self.sqrt == "newton_schulz":
-                root = isqrt(sigma, self.iterations, self.algorithm)
+                root = isqrt(sigma, self.iterations, algorithm)
             else:
                 root = eigh_sqrt(sigma)
             return triu_vec(root, self.vec_order)

@@ -4,7 +4,7 @@ maps -> reduction (1x1 conv to d, BN, ReLU) = x₀ -> T re-weighting blocks appl
 x_k = B_k(x_{k−1}, x₀) = x_{k−1} ⊙ w_k  (so x_T = x₀ ⊙ w₁ ⊙ … ⊙ w_T, one weight per position)
 -> Σ = covariance(x_T) + 1e−7·I -> iSQRT (N = 5) -> column-order triangle vector (B, d(d+1)/2).
 
-Block B(a, z), all convs 1x1 without bias, Kaiming fan_out (ReLU gain), BN weight 1 / bias 0:
+Block B(a, z), all convs 1x1 without bias, Kaiming fan_out (ReLU gain) but W_b (``gate_init``), BN weight 1 / bias 0:
   P  = BN(W₁a) ⊙ BN(W₂a)                       second-order interaction of two projections of a
   H₁ = ReLU(P + BN(W₂₁z))                      the original features injected
   H₂ = ReLU(BN(W₃H₁)) ⊙ ReLU(BN(W₄H₁))
@@ -39,10 +39,21 @@ def _conv_bn(cin: int, cout: int, bn: bool = True) -> nn.Sequential:
     return nn.Sequential(conv, nn.BatchNorm2d(cout)) if bn else nn.Sequential(conv)
 
 
-class ReweightBlock(nn.Module):
-    """(a, z) both (B, d, h, w) -> a ⊙ w, w (B, 1, h, w) in (0, 1)."""
+GATE_INITS = ("zero", "kaiming")
 
-    def __init__(self, dim: int, reduction: int = 4):
+
+class ReweightBlock(nn.Module):
+    """(a, z) both (B, d, h, w) -> a ⊙ w, w (B, 1, h, w) in (0, 1).
+
+    ``gate_init``: ``kaiming`` is the reference's init of W_b (fan_out = 1, so std √2): u has a standard
+    deviation of about 8 at the start, most gates sit saturated near 0 or 1 and the product of three
+    shrinks the features about 13× against the GCP head's. On the digits demo (2×2 maps) that trained
+    softmax from chance only after three epochs (98.0 % at ten) and large-margin to 82 %. ``zero`` (the
+    default) starts W_b at zero, so every gate is ½ with the sigmoid's largest slope, as residual
+    branches are zero-initialised: softmax then reads 99.1 % at ten epochs. The 3G presets keep
+    ``kaiming``."""
+
+    def __init__(self, dim: int, reduction: int = 4, gate_init: str = "zero"):
         super().__init__()
         self.p1, self.p2, self.inject = _conv_bn(dim, dim), _conv_bn(dim, dim), _conv_bn(dim, dim)
         self.h1, self.h2 = _conv_bn(dim, dim), _conv_bn(dim, dim)
@@ -50,6 +61,8 @@ class ReweightBlock(nn.Module):
         self.score = _conv_bn(dim // reduction, 1, bn=False)
         self.scale = _conv_bn(1, 1, bn=False)
         self.relu = nn.ReLU(inplace=True)
+        if gate_init == "zero":
+            nn.init.zeros_(self.score[0].weight)
 
     def forward(self, a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         h1 = self.relu(self.p1(a) * self.p2(a) + self.inject(z))
@@ -64,12 +77,12 @@ class ThreeGHead(PoolingHead):
     def __init__(self, in_channels: int, dim: int = 256, blocks: int = 3, iterations: int = 5, activation: str = "relu",
                  sqrt: str = "newton_schulz", algorithm: str = "auto", vec_order: str = "col", jitter: float = 1e-7,
                  dropout: float = 0.0, mlp=(), mlp_norm: bool = False, bottleneck: int | None = None,
-                 reduce_init: str = "kaiming"):
+                 reduce_init: str = "kaiming", gate_init: str = "zero"):
         super().__init__()
         if blocks < 0:
             raise ConfigError(f"head.blocks={blocks} must be >= 0")
         self.reduce = reduction_block(in_channels, dim, activation, reduce_init)
-        self.blocks = nn.ModuleList(ReweightBlock(dim) for _ in range(blocks))
+        self.blocks = nn.ModuleList(ReweightBlock(dim, gate_init=gate_init) for _ in range(blocks))
         self.cov = CovarianceSqrt(iterations, sqrt, vec_order, jitter, algorithm)
         self.pool = self._pool
         self._finish(dim * (dim + 1) // 2, dropout, mlp, mlp_norm, bottleneck)
