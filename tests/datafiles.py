@@ -18,8 +18,9 @@ def write_idx(path, array, gz=False):
     return path
 
 
-def make_mnist(root, gz=False, n_train=40, n_test=16):
-    raw = root / "MNIST" / "raw"
+def make_mnist(root, gz=False, n_train=40, n_test=16, folder="MNIST"):
+    """MNIST's IDX files under torchvision's <root>/<folder>/raw (Fashion-MNIST: folder="FashionMNIST")."""
+    raw = root / folder / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for prefix, n in (("train", n_train), ("t10k", n_test)):

@@ -1,5 +1,8 @@
 """Datasets in their real on-disk formats (tiny files written here), the fast path's statistics and seeding."""
 
+import gzip
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +13,7 @@ from lgm_gcp.data.in_memory import random_crop_flip
 from lgm_gcp.engine.train import run
 
 from conftest import resolved
-from datafiles import make_cifar, make_mnist, make_tree
+from datafiles import make_cifar, make_mnist, make_tree, write_idx
 
 TINY_TRAIN = ["trainer.max_epochs=1", "trainer.batch_size=8", "trainer.progress=false", "trainer.deterministic=true"]
 
@@ -94,6 +97,98 @@ def test_mnist_missing_and_truncated_files(tmp_path):
     with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte is truncated or corrupt: its header promises "
                                            r"\(40, 28, 28\)"):
         instantiate(resolved("dataset=mnist", f"dataset.root={tmp_path / 'd'}")["dataset"])
+
+
+# ----------------------------------------------------------------------------------- Fashion-MNIST
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_debian_fashion = pytest.mark.skipif(not (DEBIAN_FASHION / "t10k-labels-idx1-ubyte.gz").is_file(),
+                                          reason="apt-get install dataset-fashion-mnist (.ci/run installs it)")
+
+
+def fashion(*overrides):
+    from lgm_gcp.config.instantiate import instantiate
+
+    return instantiate(resolved("dataset=fashion_mnist", *overrides)["dataset"])
+
+
+@needs_debian_fashion
+def test_fashion_mnist_reads_debians_files_in_place(tmp_path, monkeypatch):
+    """The real files (Xiao et al. 2017): 60,000 + 10,000 images, exactly 6,000 / 1,000 per class, the
+    first training labels 9 0 0 3 0 2 7 2 5 5 (ankle boot, T-shirt, T-shirt, dress, ...), and the training
+    pixels' mean 0.2860 and std 0.3530 that the YAML normalises with. Found with no dataset override
+    (LGM_GCP_DATA pointing at an empty folder), never downloaded."""
+    import torchvision
+
+    monkeypatch.setenv("LGM_GCP_DATA", str(tmp_path))
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", lambda *a, **k: pytest.fail("tried to download"))
+    data = fashion("dataset.download=true")
+    assert data.train_x.shape == (60000, 1, 28, 28) and data.test_x.shape == (10000, 1, 28, 28)
+    assert torch.bincount(data.train_y).tolist() == [6000] * 10
+    assert torch.bincount(data.test_y).tolist() == [1000] * 10
+    assert data.train_y[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
+    pixels = data.train_x.double() / 255
+    assert abs(pixels.mean().item() - data.mean.item()) < 5e-5 and abs(pixels.std().item() - data.std.item()) < 5e-5
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@needs_debian_fashion
+def test_fashion_mnist_real_headers_are_idx_uint8_with_their_counts():
+    from lgm_gcp.data.files import read_idx
+
+    for name, dims, shape in (("train-images-idx3-ubyte", 3, (60000, 28, 28)), ("t10k-labels-idx1-ubyte", 1, (10000,))):
+        raw = gzip.open(DEBIAN_FASHION / f"{name}.gz").read(16)
+        assert raw[:4] == bytes([0, 0, 8, dims])  # magic: two zero bytes, type 0x08 (uint8), dimension count
+        assert read_idx(DEBIAN_FASHION / f"{name}.gz", dims).shape == shape
+
+
+def test_fashion_mnist_search_order(tmp_path, monkeypatch):
+    """dataset.root (and torchvision's FashionMNIST/raw under it) first, then ${LGM_GCP_DATA}/FashionMNIST/raw:
+    a shared torchvision root is found, and an explicit root wins over it."""
+    monkeypatch.setenv("LGM_GCP_DATA", str(tmp_path / "shared"))
+    shared = make_mnist(tmp_path / "shared", n_train=20, folder="FashionMNIST")
+    assert len(fashion().train_y) == 20
+    make_mnist(tmp_path / "mine", n_train=30, folder="FashionMNIST", gz=True)
+    assert len(fashion(f"dataset.root={tmp_path / 'mine'}").train_y) == 30
+    assert shared.is_dir()
+
+
+def test_fashion_mnist_missing_files_name_every_place_and_the_install_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("LGM_GCP_DATA", str(tmp_path))
+    with pytest.raises(DatasetError) as err:
+        fashion(f"dataset.root={tmp_path / 'none'}", f"dataset.search=[{tmp_path / 'x'}]")
+    line = str(err.value)
+    assert "\n" not in line and "fashion_mnist: no train-images-idx3-ubyte under" in line
+    for place in (tmp_path / "none" / "FashionMNIST" / "raw", tmp_path / "none", tmp_path / "x"):
+        assert str(place) in line
+    assert "apt-get install dataset-fashion-mnist" in line and "dataset.download=true" in line
+
+
+@pytest.mark.parametrize("fault", ["magic", "count", "size"])
+def test_fashion_mnist_bad_files_name_the_file(tmp_path, fault):
+    raw = make_mnist(tmp_path, folder="FashionMNIST")
+    images = raw / "train-images-idx3-ubyte"
+    if fault == "magic":
+        images.write_bytes(b"\x00\x00\x09\x03" + images.read_bytes()[4:])
+        expected = "is not an IDX uint8 file"
+    elif fault == "count":
+        write_idx(raw / "train-labels-idx1-ubyte", np.arange(39) % 10)
+        expected = "holds 40 images but .*train-labels-idx1-ubyte 39 labels"
+    else:
+        write_idx(images, np.zeros((40, 32, 32)))
+        expected = "holds 32x32 images; fashion_mnist has 28x28"
+    with pytest.raises(DatasetError, match=f"{images}.*{expected}" if fault != "count" else expected):
+        fashion(f"dataset.root={tmp_path}", "dataset.search=[]")
+
+
+def test_cifar_and_mnist_are_found_under_a_shared_torchvision_root(tmp_path, monkeypatch):
+    from lgm_gcp.config.instantiate import instantiate
+
+    monkeypatch.setenv("LGM_GCP_DATA", str(tmp_path))
+    make_cifar(tmp_path)  # <shared>/cifar-10-batches-py, torchvision's layout
+    make_mnist(tmp_path, n_train=24)  # <shared>/MNIST/raw
+    assert len(instantiate(resolved("dataset=cifar10")["dataset"]).train_y) == 60
+    assert len(instantiate(resolved("dataset=mnist")["dataset"]).train_y) == 24
 
 
 # ----------------------------------------------------------------------------------- CIFAR pickles

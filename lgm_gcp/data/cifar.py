@@ -1,5 +1,6 @@
 """CIFAR-10 / CIFAR-100 from the python-pickle batches, in torchvision's layout
-(``<root>/cifar-10-batches-py/data_batch_{1..5}, test_batch``; ``<root>/cifar-100-python/train, test``)."""
+(``<root>/cifar-10-batches-py/data_batch_{1..5}, test_batch``; ``<root>/cifar-100-python/train, test``),
+then the folders of ``dataset.search`` (the YAMLs list torchvision's shared root, ``${LGM_GCP_DATA}/cifar-10-batches-py``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lgm_gcp.data.files import DatasetError, find_file, read_pickle
+from lgm_gcp.data.files import DatasetError, find_file, read_pickle, search_dirs
 from lgm_gcp.data.in_memory import InMemoryData
 
 LAYOUTS = {
@@ -23,13 +24,13 @@ class CIFAR(InMemoryData):
             raise DatasetError(f"dataset.num_classes={self.num_classes}: CIFAR has 10 or 100 classes")
         folder, train_files, test_file, key = LAYOUTS[self.num_classes]
         root = Path(self.root)
-        if self.download:
+        dirs = search_dirs(root, [folder], self.search)
+        if self.download and not any((d / test_file).is_file() for d in dirs):
             import torchvision
 
             (torchvision.datasets.CIFAR10 if self.num_classes == 10 else torchvision.datasets.CIFAR100)(
                 str(root), download=True)
         how = f"unpack the python version of CIFAR-{self.num_classes} there, or run once with dataset.download=true"
-        dirs = [root / folder, root]
         out = []
         for files in (train_files, [test_file]):
             xs, ys = [], []

@@ -12,6 +12,13 @@ import numpy as np
 from lgm_gcp.errors import DatasetError
 
 
+def search_dirs(root: str | Path | None, subfolders: Sequence[str], search: Sequence[str] = ()) -> list[Path]:
+    """The folders a dataset's files are looked for in, in order: each of torchvision's ``subfolders``
+    under ``root``, ``root`` itself, then every ``search`` folder as it is (duplicates dropped)."""
+    dirs = ([Path(root) / sub for sub in subfolders] + [Path(root)] if root else []) + [Path(s) for s in search]
+    return list(dict.fromkeys(dirs))
+
+
 def find_file(dirs: Sequence[Path], names: Sequence[str], dataset: str, how: str) -> Path:
     for d in dirs:
         for name in names:

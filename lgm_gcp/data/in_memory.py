@@ -96,6 +96,7 @@ class InMemoryData(abc.ABC):
         ten_crop: bool = False,
         num_workers: int = 0,
         drop_last: bool = False,
+        search: Sequence[str] = (),
     ):
         if ten_crop:
             raise ConfigError(f"eval.ten_crop=true needs an image-folder dataset (imagenet, places365), not {name}")
@@ -104,6 +105,7 @@ class InMemoryData(abc.ABC):
         if pad_mode not in ("zeros", "mean"):
             raise ConfigError(f"dataset.pad_mode={pad_mode!r} is not valid; choose zeros or mean")
         self.name, self.root, self.download, self.drop_last = name, root, download, drop_last
+        self.search = list(search)  # more folders to read the files from, after root (the file datasets)
         self.num_classes, self.image_size, self.in_channels = num_classes, image_size, in_channels
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
