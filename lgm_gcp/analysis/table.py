@@ -199,8 +199,8 @@ def render_markdown(table: TableConfig, cells: Sequence[Cell]) -> str:
     n = len(metric_names(table))
     what = " / ".join(metric_names(table))
     kind = "error (100 − accuracy)" if table.error else "accuracy"
-    epoch = ("the best epoch of each run (highest test top-1), as the reference reported" if table.take == "best"
-             else "the final epoch of each run, as the reference reported")
+    epoch = ("the best epoch of each run (highest test top-1)" if table.take == "best"
+             else "the final epoch of each run")
     if table.results == "robustness":
         intro = (f"{what} (lower is better) from each run's robustness.json (lgm-gcp-robustness, which evaluates "
                  f"the checkpoint of {epoch})")
@@ -214,6 +214,9 @@ def render_markdown(table: TableConfig, cells: Sequence[Cell]) -> str:
     by_key = {(c.row, c.column): c for c in cells}
     for row in table.rows.labels.values():
         lines.append(f"| {row} | " + " | ".join(_format_cell(by_key[(row, c)], n) for c in columns) + " |")
+    if table.references:
+        lines += ["", "Published, not trained here:", "", "| model | published |", "|---|---|"]
+        lines += [f"| {label} | {value} |" for label, value in table.references.items()]
     return "\n".join(lines) + "\n"
 
 
