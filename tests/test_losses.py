@@ -400,11 +400,10 @@ def test_large_margin_finite_in_fp16_and_close_to_fp32_in_bf16():
 @pytest.mark.parametrize("loss", ["softmax", "lgm", "large_margin"])
 @pytest.mark.parametrize("head", ["gap", "gcp", "3g"])
 def test_every_loss_composes_with_every_head(loss, head):
+    from lgm_gcp.errors import ConfigError
     from lgm_gcp.models.build import build_model
 
     from conftest import resolved
-
-    from lgm_gcp.errors import ConfigError
 
     extra = [] if head == "gap" else ["head.dim=8"]
     if (loss, head) == ("lgm", "3g"):  # refused while L-GM's pull terms are on (README: every loss on every head)

@@ -451,7 +451,8 @@ class TableConfig:
     columns: TableAxisConfig = field(default_factory=TableAxisConfig)
     select: Dict[str, str] = field(default_factory=dict)  # only runs with these values
     published: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # row label -> column label -> value
-    references: Dict[str, str] = field(default_factory=dict)  # published models no row trains: label -> "value (source)"
+    # published models that no row trains: label -> "value (source)", listed under the table
+    references: Dict[str, str] = field(default_factory=dict)
 
 
 SCHEMAS = {

@@ -1,6 +1,7 @@
 """CIFAR-10 / CIFAR-100 from the python-pickle batches, in torchvision's layout
 (``<root>/cifar-10-batches-py/data_batch_{1..5}, test_batch``; ``<root>/cifar-100-python/train, test``),
-then the folders of ``dataset.search`` (the YAMLs list torchvision's shared root, ``${LGM_GCP_DATA}/cifar-10-batches-py``)."""
+then the folders of ``dataset.search`` (the YAMLs list torchvision's shared root:
+``${LGM_GCP_DATA}/cifar-10-batches-py``)."""
 
 from __future__ import annotations
 

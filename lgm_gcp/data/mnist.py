@@ -9,7 +9,6 @@ Nothing is written anywhere but ``root``, and only with ``dataset.download=true`
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 

@@ -186,7 +186,8 @@ def isqrt(sigma: torch.Tensor, iterations: int = 5, algorithm: str = "auto") -> 
     """iSQRT-COV's matrix function of (B, d, d) covariances by a d×d algorithm (same values); ``gram``
     needs the maps themselves (``gram_isqrt``), so here ``auto`` picks between matmul and spectral."""
     if algorithm not in ALGORITHMS or algorithm == "gram":
-        raise ConfigError(f"head.algorithm={algorithm!r} is not valid for a covariance; choose auto, matmul or spectral")
+        raise ConfigError(f"head.algorithm={algorithm!r} is not valid for a covariance; "
+                          "choose auto, matmul or spectral")
     algorithm = resolve_algorithm(algorithm, sigma.shape[-1], None, sigma.is_cuda)
     if algorithm == "spectral":
         if iterations < 1:
