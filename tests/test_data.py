@@ -191,6 +191,58 @@ def test_cifar_and_mnist_are_found_under_a_shared_torchvision_root(tmp_path, mon
     assert len(instantiate(resolved("dataset=mnist")["dataset"]).train_y) == 24
 
 
+def test_val_fraction_holds_out_the_same_stratified_images_for_every_seed(tmp_path):
+    """dataset.val_fraction=0.25 on 40 MNIST-format images, 4 per class: one per class leaves the training
+    set (round(0.25 · 4) = 1), chosen by a fixed generator, so two configs with other run seeds agree; the
+    test set is untouched and no image is in both splits."""
+    make_mnist(tmp_path, n_train=40)
+    from lgm_gcp.config.instantiate import instantiate
+
+    a = instantiate(resolved("dataset=mnist", f"dataset.root={tmp_path}", "dataset.val_fraction=0.25",
+                             "seed=0")["dataset"])
+    b = instantiate(resolved("dataset=mnist", f"dataset.root={tmp_path}", "dataset.val_fraction=0.25",
+                             "seed=7")["dataset"])
+    whole = instantiate(resolved("dataset=mnist", f"dataset.root={tmp_path}")["dataset"])
+    assert torch.bincount(a.val_y).tolist() == [1] * 10 and len(a.train_y) == 30 and a.steps_per_epoch(10) == 3
+    assert torch.equal(a.val_x, b.val_x) and torch.equal(a.test_x, whole.test_x)
+    flat = {tuple(x.flatten().tolist()) for x in a.train_x}
+    assert not any(tuple(x.flatten().tolist()) in flat for x in a.val_x)
+    assert sorted(map(tuple, torch.cat([a.train_x, a.val_x]).flatten(1).tolist())) == sorted(
+        map(tuple, whole.train_x.flatten(1).tolist()))
+    assert sum(len(y) for _, y in a.test_batches(4, split="val")) == 10 and a.num_test_batches(4, split="val") == 3
+
+
+def test_val_fraction_picks_the_best_epoch_by_validation_not_test(tmp_path, monkeypatch):
+    """Evaluations rigged so that test top-1 falls (95, 85, 75) while validation top-1 rises (70, 80, 90):
+    the best epoch, in metrics.json and best.pt, must be the last."""
+    from lgm_gcp.engine import train
+
+    real, calls = train.evaluate, {"test": 0, "val": 0}
+
+    def rigged(s, model, prefix="test", split="test"):
+        out = real(s, model, prefix, split)
+        if prefix in calls:
+            calls[prefix] += 1
+            step = 10 * calls[prefix] * (1 if split == "val" else -1)
+            out[f"{prefix}_top1"] = {"test": 105.0, "val": 60.0}[prefix] + step
+        return out
+
+    monkeypatch.setattr(train, "evaluate", rigged)
+    cfg = resolved("dataset.val_fraction=0.2", "backbone.widths=[4,8]", "trainer.max_epochs=3", *TINY_TRAIN[1:])
+    summary = run(cfg, tmp_path / "run")
+    assert [e["test_top1"] for e in summary["epochs"]] == [95.0, 85.0, 75.0]
+    assert summary["best"]["epoch"] == 2 and summary["best"]["val_top1"] == 90.0
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=False)
+    assert best["best"] == 90.0 and best["epoch"] == 3  # saved after the last epoch
+    epochs = summary["epochs"]
+    assert all("val_top1" in e and e["val_images"] > 0 for e in epochs)
+    assert summary["best"] == max(epochs, key=lambda e: e["val_top1"])
+    from lgm_gcp.config.instantiate import instantiate
+
+    per_class = torch.bincount(instantiate(resolved()["dataset"]).train_y)  # digits' 1,347 training images
+    assert epochs[0]["val_images"] == sum(round(0.2 * int(n)) for n in per_class) and epochs[0]["test_images"] == 450
+
+
 # ----------------------------------------------------------------------------------- CIFAR pickles
 
 @pytest.mark.parametrize("classes", [10, 100])

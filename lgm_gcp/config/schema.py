@@ -100,6 +100,9 @@ class InMemoryDatasetConfig(DatasetConfig):
     pad_mode: str = one_of("zeros", "zeros", "mean")  # mean: the large-margin CIFAR recipe fills with the mean colour
     flip: bool = False
     device_augment: bool = True  # crop/flip/normalise on the training device, no worker processes
+    # hold out this fraction of every class of the training set (fixed seed 0) as a validation set:
+    # evaluated each epoch as val_*, it picks the best epoch (best.pt) instead of the test set
+    val_fraction: float = probability(0.0, high_open=True)
 
 
 @dataclass

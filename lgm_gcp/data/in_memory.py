@@ -97,6 +97,7 @@ class InMemoryData(abc.ABC):
         num_workers: int = 0,
         drop_last: bool = False,
         search: Sequence[str] = (),
+        val_fraction: float = 0.0,
     ):
         if ten_crop:
             raise ConfigError(f"eval.ten_crop=true needs an image-folder dataset (imagenet, places365), not {name}")
@@ -112,6 +113,9 @@ class InMemoryData(abc.ABC):
         self.pad, self.pad_mode, self.flip, self.device_augment = pad, pad_mode, flip, device_augment
         self.train_x, self.train_y, self.test_x, self.test_y = self.load()
         self._check()
+        self.val_x = self.val_y = None
+        if val_fraction:
+            self._hold_out(val_fraction)
 
     @abc.abstractmethod
     def load(self) -> tuple:
@@ -126,6 +130,28 @@ class InMemoryData(abc.ABC):
             if top >= self.num_classes:
                 raise DatasetError(f"{self.name} {split} labels reach {top}, "
                                    f"but dataset.num_classes={self.num_classes}")
+
+    def _hold_out(self, fraction: float) -> None:
+        """Move round(fraction · n_c) images of every class c from the training set to a validation set,
+        chosen by a generator of fixed seed 0: every run and seed holds out the same images, so runs
+        stay comparable and model selection never looks at the test set."""
+        g = torch.Generator().manual_seed(0)
+        held = []
+        for c in torch.unique(self.train_y):
+            members = (self.train_y == c).nonzero().flatten()
+            held.append(members[torch.randperm(len(members), generator=g)[: round(fraction * len(members))]])
+        held = torch.cat(held).sort().values
+        keep = torch.ones(len(self.train_y), dtype=torch.bool)
+        keep[held] = False
+        if not keep.any() or not len(held):
+            raise ConfigError(f"dataset.val_fraction={fraction} leaves {int(keep.sum())} training and {len(held)} "
+                              f"validation images of {len(keep)}; choose a fraction that leaves both some")
+        self.val_x, self.val_y = self.train_x[held], self.train_y[held]
+        self.train_x, self.train_y = self.train_x[keep], self.train_y[keep]
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_y is not None
 
     @property
     def pad_fill(self) -> torch.Tensor | None:
@@ -171,12 +197,14 @@ class InMemoryData(abc.ABC):
             yield self.normalize(x.to(device, non_blocking=True)), self.train_y[idx[part]].to(device)
 
     def test_batches(self, batch_size: int, *, rank: int = 0, world_size: int = 1,
-                     device: torch.device | str = "cpu") -> Iterator[Batch]:
-        """Each test image exactly once across ranks (contiguous shards, no padding)."""
-        shard = torch.arange(len(self.test_y)).tensor_split(world_size)[rank]
+                     device: torch.device | str = "cpu", split: str = "test") -> Iterator[Batch]:
+        """Each test (or, with ``split="val"``, held-out validation) image exactly once across ranks
+        (contiguous shards, no padding)."""
+        x, y = (self.val_x, self.val_y) if split == "val" else (self.test_x, self.test_y)
+        shard = torch.arange(len(y)).tensor_split(world_size)[rank]
         for chunk in shard.split(batch_size):
-            yield self.normalize(self.test_x[chunk].to(device)), self.test_y[chunk].to(device)
+            yield self.normalize(x[chunk].to(device)), y[chunk].to(device)
 
-    def num_test_batches(self, batch_size: int, world_size: int = 1) -> int:
-        n = -(-len(self.test_y) // world_size)
+    def num_test_batches(self, batch_size: int, world_size: int = 1, split: str = "test") -> int:
+        n = -(-len(self.val_y if split == "val" else self.test_y) // world_size)
         return -(-n // batch_size)

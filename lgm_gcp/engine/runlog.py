@@ -5,7 +5,8 @@ metrics.json (rewritten atomically after every epoch; the table command reads it
 ``trainer.max_epochs`` or ``trainer.max_steps``, and ``ended_by`` says which), ``epochs`` (one dict
 per epoch: train/test loss, top-1, top-5 in %, lr, images_per_s, train_time_s, plus the criterion's
 logs such as the L-GM margin; ``partial: true`` marks an epoch cut short by ``max_steps`` or a
-signal), ``best`` (the epoch with the highest test top-1), ``final`` (the last evaluated epoch),
+signal), ``best`` (the epoch with the highest validation top-1 where ``dataset.val_fraction`` holds out a
+validation set, else the highest test top-1), ``final`` (the last evaluated epoch),
 ``wall_time_s``, ``images_per_s`` (training throughput over the run), ``num_parameters``,
 ``world_size``, ``started_at`` / ``ended_at`` (Unix times of this process's start and last write).
 Under DDP also ``replica_checksums`` and ``rank_steps`` (every rank's parameter sum and last step).
@@ -70,7 +71,7 @@ class RunLogger:
             "status": status,
             **self.extra,
             "epochs": self.history,
-            "best": max(tested, key=lambda r: r["test_top1"]) if tested else None,
+            "best": max(tested, key=lambda r: r.get("val_top1", r["test_top1"])) if tested else None,
             "final": tested[-1] if tested else None,
             "wall_time_s": time.time() - self.start,
             "images_per_s": trained_images / train_time if train_time else None,

@@ -207,17 +207,18 @@ def ten_crop_logits(crop_logits: torch.Tensor, crops: int, average: str) -> torc
 
 
 @torch.inference_mode()
-def evaluate(s: Session, model: torch.nn.Module, prefix: str = "test") -> dict:
+def evaluate(s: Session, model: torch.nn.Module, prefix: str = "test", split: str = "test") -> dict:
     """Loss (plain CE of the margin-free prediction logits, comparable across losses), top-1 and
     top-5 (%). Ten-crop batches (B, crops, C, H, W) average the softmax probabilities, or the logits
     with ``eval.ten_crop_average=logits`` (3G-Net's Places365 evaluation). Every test image counts
-    exactly once across ranks."""
+    exactly once across ranks. ``split="val"``: the held-out validation images (``dataset.val_fraction``)."""
     tcfg = s.trainer
     model.eval()
     bs = tcfg["eval_batch_size"] or max(tcfg["batch_size"] // s.env.world_size, 1)
     totals = torch.zeros(4, dtype=torch.float64, device=s.env.device)
-    batches = s.data.test_batches(bs, rank=s.env.rank, world_size=s.env.world_size, device=s.env.device)
-    for images, targets in progress(batches, s.data.num_test_batches(bs, s.env.world_size), prefix,
+    where = {"split": split} if split != "test" else {}  # image-folder data has no held-out split
+    batches = s.data.test_batches(bs, rank=s.env.rank, world_size=s.env.world_size, device=s.env.device, **where)
+    for images, targets in progress(batches, s.data.num_test_batches(bs, s.env.world_size, **where), prefix,
                                     tcfg["progress"] and s.env.is_main):
         with s.autocast():
             if images.dim() == 5:
@@ -426,15 +427,18 @@ def fit(s: Session) -> str:
             return "preempted"
         if (epoch + 1) % tcfg["eval_every"] == 0 or epoch + 1 == tcfg["max_epochs"] or stopped:
             record.update(evaluate(s, s.model))
+            if getattr(s.data, "has_val", False):
+                record.update(evaluate(s, s.model, prefix="val", split="val"))
             if s.ema is not None:
                 record.update(evaluate(s, s.ema.module, prefix="ema_test"))
         if finished_epoch:
             state["epoch"], state["step_in_epoch"] = epoch + 1, 0
         else:
             record["partial"] = True  # stopped inside the epoch: a rerun continues from this step
-        is_best = "test_top1" in record and (state["best"] is None or record["test_top1"] > state["best"])
+        chosen_by = "val_top1" if "val_top1" in record else "test_top1"  # the test set only without a val split
+        is_best = chosen_by in record and (state["best"] is None or record[chosen_by] > state["best"])
         if is_best:
-            state["best"] = record["test_top1"]
+            state["best"] = record[chosen_by]
         if s.env.is_main:
             s.logger.epoch(record, state["step"])
             log.info("epoch %d  " + "  ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float)), epoch)
