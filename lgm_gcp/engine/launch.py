@@ -26,6 +26,7 @@ from torch.multiprocessing.spawn import ProcessException
 from lgm_gcp import errors
 from lgm_gcp.config.instantiate import locate
 from lgm_gcp.config.schema import GROUPS
+from lgm_gcp.engine.signals import call_previous
 from lgm_gcp.engine.train import run
 from lgm_gcp.errors import ConfigError, UserError
 from lgm_gcp.weights.load import check_weights
@@ -101,8 +102,12 @@ def _worker(local_rank: int, world_size: int, port: int, cfg: Mapping, run_dir: 
 
 @contextlib.contextmanager
 def forward_signals(processes):
-    """Pass SIGTERM / SIGUSR1 (preemption) on to the spawned workers, which checkpoint and stop."""
+    """Pass SIGTERM / SIGUSR1 (preemption) on to the spawned workers, which checkpoint and stop; once
+    they have, the handler installed before (submitit's requeue) gets the signal too."""
+    received = []
+
     def forward(signum, frame):
+        received.append(signum)
         for p in processes:
             if p.is_alive():
                 os.kill(p.pid, signum)
@@ -113,6 +118,8 @@ def forward_signals(processes):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if received:  # not on an exception: the workers failed, and nothing was checkpointed to requeue from
+        call_previous(previous[received[0]], received[0])
 
 
 def free_port() -> int:

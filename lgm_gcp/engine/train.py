@@ -339,6 +339,7 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
     if tcfg["amp"] not in AMP_DTYPES:
         raise ConfigError(f"trainer.amp={tcfg['amp']!r} is not valid; choose false, bf16 or fp16")
     env = distributed.setup(tcfg["accelerator"])
+    preemption = Preemption()
     try:
         with RunLock(run_dir, enabled=env.is_main):  # one writer per run folder, for the run's lifetime
             seed_everything(cfg["seed"] + env.rank, tcfg["deterministic"])
@@ -374,7 +375,7 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
             model = wrap_model(model, env, tcfg)
             logger = RunLogger(run_dir, env.is_main, history, extra)
             status = "failed"
-            with Preemption() as preemption:
+            with preemption:
                 s = Session(cfg, env, data, model, optimizer, schedule, scaler, ema, logger, state, preemption,
                             saved=state.pop("loaded_from", "no checkpoint yet"), landscape=landscape)
                 try:
@@ -384,7 +385,9 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
                             model, env, state["step"])
                 finally:
                     logger.close(status)
-            return logger.summary(status)
+            summary = logger.summary(status)
+        preemption.hand_on()  # checkpoint, metrics.json and the run folder's lock are done with
+        return summary
     finally:
         distributed.teardown(clean=sys.exc_info()[0] is None)
 
