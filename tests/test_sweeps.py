@@ -103,3 +103,20 @@ def test_sweep_summary_counts_each_job_once_by_its_latest_record(tmp_path):
     (tmp_path / "jobs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:2]))
     assert summary(tmp_path).splitlines() == [f"sweep {tmp_path}: 1 of 2 jobs completed, 1 failed:",
                                               "  FAILED seed=1: UserError: boom"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "joblib_gpus"])
+def test_a_sweep_without_a_sweep_dir_keeps_all_its_jobs_in_one_folder(tmp_path, launcher):
+    """The default hydra.sweep.dir (outputs/multirun/<date>/<time>, claimed by unique_dir) is resolved once,
+    in the launching process: each joblib worker resolving it again made a folder per job (issue 24)."""
+    if launcher == "joblib_gpus" and importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None:
+        pytest.skip("needs hydra_plugins.hydra_joblib_launcher: pip install -e '.[sweep]'")
+    env = {"LGM_GCP_GPUS": "2"}
+    result = run_cli("-m", f"hydra/launcher={launcher}", *SWEEP, "seed=0,1", cwd=tmp_path, env_extra=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweeps = [p for p in (tmp_path / "outputs" / "multirun").glob("*/*") if p.is_dir()]
+    assert len(sweeps) == 1, sweeps
+    jobs = sorted(p.name for p in sweeps[0].iterdir() if (p / "metrics.json").is_file())
+    assert [j.split("seed=")[1][0] for j in jobs] == ["0", "1"]
+    assert "2 of 2 jobs completed" in result.stderr + result.stdout

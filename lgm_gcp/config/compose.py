@@ -168,6 +168,19 @@ def compose_with_choices(overrides: Sequence[str] = (), config_name: str = "conf
     return cfg, choices
 
 
+def resolved_sweep_dir(overrides: Sequence[str] = (), search_path: str | None = None) -> str:
+    """``hydra.sweep.dir`` as the config sets it, resolved now, in the launching process (which claims
+    the folder through ``unique_dir``). Hydra resolves it again in every job process of a parallel
+    launcher (joblib), where the claim would find the folder taken and make ``-1``, ``-2``, ... per job."""
+    register_schemas()
+    GlobalHydra.instance().clear()
+    extra = [f"hydra.searchpath=[file://{Path(search_path).resolve()}]"] if search_path else []
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=_first_values(list(overrides)) + extra,
+                            return_hydra_config=True)
+        return str(cfg.hydra.sweep.dir)
+
+
 def compose(overrides: Sequence[str] = (), config_name: str = "config", strict: bool = True,
             search_path: str | None = None) -> DictConfig:
     """The job config of ``compose_with_choices``."""

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lgm_gcp.analysis.landscape import probe_hook
 from lgm_gcp.config import ConfigError, register_schemas, validate
-from lgm_gcp.config.compose import compose, compose_with_choices, sweep_safe
+from lgm_gcp.config.compose import compose, compose_with_choices, resolved_sweep_dir, sweep_safe
 from lgm_gcp.config.resolvers import unique_dir
 from lgm_gcp.engine import distributed
 from lgm_gcp.engine.launch import launch, setup_worker_logging
@@ -108,7 +108,10 @@ def cli() -> None:
         fail(PROG, e)
     args = _parse(argv)
     if args.multirun:  # Hydra's main() reads sys.argv
-        sys.argv[1:] = [a for a in argv if a not in args.overrides] + sweep_safe(args.overrides)
+        overrides = sweep_safe(args.overrides)
+        if not any(o.startswith("hydra.sweep.dir=") for o in args.overrides):  # one folder per sweep
+            overrides.append(f"hydra.sweep.dir={resolved_sweep_dir(args.overrides, args.config_dir)}")
+        sys.argv[1:] = [a for a in argv if a not in args.overrides] + overrides
     try:
         main()
     except (SystemExit, Exception):
