@@ -29,6 +29,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     assert len(checksums) == 2 and checksums[0] == checksums[1]
     assert two["world_size"] == 2 and two["final"]["test_images"] == one["final"]["test_images"] == 450
     assert two["final"]["test_top1"] == pytest.approx(one["final"]["test_top1"], abs=0.5)
+    assert "global batch 64 = 2 processes x 32 on cpu" in (tmp_path / "two" / "train.log").read_text()
 
 
 def test_ddp_run_resumes_bitwise(tmp_path):

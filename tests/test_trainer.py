@@ -20,6 +20,7 @@ def test_cli_run_writes_run_folder_with_metrics_and_plain_logs(tmp_path):
     # not a terminal (captured): no progress-bar fragments, one log line per epoch
     output = result.stdout + result.stderr
     assert "\r" not in output and "it/s" not in output
+    assert "global batch 64 = 1 process x 64 on cpu, 21 steps an epoch" in output  # digits: 1,347 // 64, drop_last
     assert [line.split("epoch ")[1].split()[0] for line in output.splitlines() if "] - epoch " in line] == ["0", "1"]
     run_dir = tmp_path / "outputs" / "r"
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -412,6 +412,10 @@ def fit(s: Session) -> str:
             log.info("evaluated %s: " + "  ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float)),
                      s.cfg["weights"])
         return "evaluated"
+    if s.env.is_main:  # trainer.batch_size is the global batch: say how it is split
+        batch, n = tcfg["batch_size"], s.env.world_size
+        log.info("global batch %d = %d process%s x %d on %s, %d steps an epoch", batch, n, "es" if n > 1 else "",
+                 batch // n, s.env.device, s.data.steps_per_epoch(batch, n))
     if schedule_done(tcfg, state):
         s.logger.extra["ended_by"] = schedule_done(tcfg, state)
         log.info("nothing to train: the run reached %s at step %d", s.logger.extra["ended_by"], state["step"])
