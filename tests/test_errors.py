@@ -310,6 +310,10 @@ TRAIN_CASES = {
     "weights_not_a_checkpoint": (lambda t: ["weights=afile", "hydra.run.dir=r"], 1,
                                  "afile is not a readable torch checkpoint"),
     "eval_only_without_weights": (lambda t: ["eval.only=true", "hydra.run.dir=r"], 2, "give weights=FILE"),
+    "value_of_100000_characters": (lambda t: ["weights=" + "w" * 100_000, "hydra.run.dir=r"], 2,
+                                   "weights='wwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwww...' has 100,000 characters"),
+    "dataset_root_of_100000_characters": (lambda t: ["dataset=mnist", "dataset.root=" + "r" * 100_000], 2,
+                                          "dataset.root='rrrr"),
 }
 
 
@@ -409,6 +413,17 @@ def test_a_run_cut_mid_epoch_reports_the_same_metrics(cut, tmp_path):
 
 
 # ------------------------------------------------------------------- 8. one run folder, one writer
+
+def test_a_config_dir_yaml_with_a_python_tag_is_one_line_and_never_executed(capfd, monkeypatch, tmp_path):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "evil.yaml").write_text(
+        "# @package _global_\nseed: !!python/object/apply:os.system [\"touch pwned\"]\n")
+    status, lines = call(train_cli(), ["--config-dir", str(tmp_path), "experiment=evil", *QUICK], capfd, monkeypatch,
+                         tmp_path)
+    assert_one_line(status, lines, 2, f"{tmp_path / 'experiment' / 'evil.yaml'}, line 2",
+                    "no tags that build Python objects")
+    assert not (tmp_path / "pwned").exists()
+
 
 def test_a_second_start_into_a_live_run_is_refused_and_touches_nothing(run_copy, capfd, monkeypatch, tmp_path):
     from lgm_gcp.engine.runlock import RunLock

@@ -11,6 +11,7 @@ import typing
 from pathlib import Path
 from typing import List, Sequence
 
+import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
@@ -53,6 +54,14 @@ def _preset_clash(exc: Exception, cause: Exception, overrides: Sequence[str]) ->
     option = f"{group}={chosen[-1]}" if chosen else f"the {group} option chosen"
     return (f"{source.replace('/', '=', 1)} (conf/{source}.yaml) sets '{key}', which {option} does not have "
             f"(its keys: {valid}); drop {option} to keep the preset's {group}, or override the preset's keys")
+
+
+def _yaml_line(exc: yaml.YAMLError) -> str:
+    """A YAML file's syntax error or unsupported tag, with the file and line it sits at."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}" if mark is not None else "a config file"
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{where}: {problem} (configs are plain YAML: no tags that build Python objects)"
 
 
 def _one_line(exc: Exception, overrides: Sequence[str] = ()) -> str:
@@ -157,6 +166,8 @@ def compose_with_choices(overrides: Sequence[str] = (), config_name: str = "conf
             cfg = hydra_compose(config_name=config_name, overrides=concrete + extra, return_hydra_config=True)
         except ConfigError:
             raise
+        except yaml.YAMLError as e:  # e.g. a --config-dir YAML with a !!python/object tag: never constructed
+            raise ConfigError(_yaml_line(e)) from e
         except (ConfigCompositionException, MissingConfigException, OverrideParseException,
                 OmegaConfBaseException) as e:
             raise ConfigError(_one_line(e, concrete)) from e

@@ -65,7 +65,28 @@ def _validate(cfg: DictConfig, allow_extra: bool | None) -> None:
         raise ConfigError(f"missing value for {', '.join(repr(k) for k in missing)}: set it on the command line")
     OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]), resolve=True)
     check_ranges(cfg)
+    check_lengths(cfg)
     check_composition(cfg)
+
+
+MAX_VALUE_CHARS = 4096  # PATH_MAX on Linux: no path, name or option of a config is longer
+
+
+def check_lengths(cfg: DictConfig) -> None:
+    """A string value longer than any path (a pasted file, a runaway shell expansion) stops here with
+    one line, not as an OSError from the first ``stat`` of it."""
+    def walk(node, path):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
+        elif isinstance(node, str) and len(node) > MAX_VALUE_CHARS:
+            raise ConfigError(f"{path}='{node[:40]}...' has {len(node):,} characters; a value is at most "
+                              f"{MAX_VALUE_CHARS} (a path's longest)")
+
+    walk(OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]), resolve=True), "")
 
 
 def check_composition(cfg: DictConfig) -> None:
