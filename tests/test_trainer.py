@@ -1,5 +1,6 @@
 """The trainer end to end: run folder contents, metrics.json, exact resume, checkpoints."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -38,6 +39,14 @@ def test_cli_run_writes_run_folder_with_metrics_and_plain_logs(tmp_path):
     assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * (1347 // 64)
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["model"])
     assert (run_dir / "checkpoints" / "best.pt").is_file()
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))  # the epochs as a table (pandas-readable)
+    assert [float(r["test_top1"]) for r in rows] == [r["test_top1"] for r in metrics["epochs"]]
+    assert list(rows[0])[:3] == ["epoch", "train_loss", "train_top1"]
+    start = yaml.safe_load((run_dir / "environment.yaml").read_text())["starts"]
+    assert len(start) == 1 and start[0]["world_size"] == 1 and start[0]["versions"]["torch"] == torch.__version__
+    assert "hydra.run.dir=outputs/r" in start[0]["command"] and start[0]["host"]
+    assert start[0]["git"] is None or len(start[0]["git"]["commit"]) == 40  # a checkout: its commit and dirty flag
+    assert list((run_dir / "tb" / "hparams").glob("events.out.tfevents.*"))  # TensorBoard's hparams entry
 
 
 def test_default_run_dirs_do_not_collide_in_the_same_second(tmp_path, monkeypatch):
@@ -204,3 +213,15 @@ def test_ten_crop_average_of_logits_or_of_softmax():
     for preset in ("g3_resnet50_places365", "g3_resnet101_places365"):
         assert compose(f"experiment={preset}").eval.ten_crop_average == "logits"
     assert compose().eval.ten_crop_average == "softmax"
+
+
+def test_environment_record_keeps_every_start_and_knows_a_checkout(tmp_path):
+    """A resumed (or requeued) run appends its start to environment.yaml; the git state is that of the
+    lgm-gcp checkout (None outside one, e.g. an install from a wheel)."""
+    from lgm_gcp.engine.record import append_environment, git_state
+
+    append_environment(tmp_path, 1)
+    append_environment(tmp_path, 8)
+    starts = yaml.safe_load((tmp_path / "environment.yaml").read_text())["starts"]
+    assert [s["world_size"] for s in starts] == [1, 8]
+    assert git_state(tmp_path) is None

@@ -9,6 +9,8 @@ signal), ``best`` (the epoch with the highest validation top-1 where ``dataset.v
 validation set, else the highest test top-1), ``final`` (the last evaluated epoch),
 ``wall_time_s``, ``images_per_s`` (training throughput over the run), ``num_parameters``,
 ``world_size``, ``started_at`` / ``ended_at`` (Unix times of this process's start and last write).
+``metrics.csv`` beside it holds the epoch records as a table, one row per epoch; TensorBoard's
+hparams view gets the run's choices with its final and best metrics when it ends.
 Under DDP also ``replica_checksums`` and ``rank_steps`` (every rank's parameter sum and last step).
 
 Progress bars are drawn only when stderr is a terminal; otherwise (CI, SLURM, ``| tee``) the
@@ -17,6 +19,8 @@ trainer's one log line per epoch is the whole progress report.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import sys
@@ -27,10 +31,24 @@ from typing import Any, Iterable, Mapping
 from tqdm.auto import tqdm
 
 
-def write_json(path: Path, payload: Any) -> None:
+def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    write_atomic(path, json.dumps(payload, indent=2, sort_keys=False))
+
+
+def epochs_csv(history: list) -> str:
+    """One row per epoch record, the columns in order of first appearance (pandas.read_csv reads it)."""
+    columns = list(dict.fromkeys(k for record in history for k in record))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return out.getvalue()
 
 
 def progress(iterable: Iterable, total: int, desc: str, enabled: bool) -> Iterable:
@@ -48,6 +66,7 @@ class RunLogger:
         self.start = time.time() - self.extra.pop("wall_time_s", 0.0)
         self.extra["started_at"] = time.time()
         self.writer = None
+        self.hparams: dict = {}  # the run's choices for TensorBoard's hparams view, set by the trainer
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -81,9 +100,18 @@ class RunLogger:
     def write(self, status: str) -> None:
         if self.enabled:
             write_json(self.run_dir / "metrics.json", self.summary(status))
+            if self.history:
+                write_atomic(self.run_dir / "metrics.csv", epochs_csv(self.history))
 
     def close(self, status: str) -> None:
         self.write(status)
+        summary = self.summary(status)
+        if self.writer is not None and summary["final"]:  # TensorBoard's hparams view: choices -> final metrics
+            final = {f"final/{k}": v for k, v in summary["final"].items() if k.startswith(("test_", "val_"))
+                     and isinstance(v, float)}
+            chosen_by = "val_top1" if "val_top1" in summary["best"] else "test_top1"
+            final[f"best/{chosen_by}"] = summary["best"][chosen_by]
+            self.writer.add_hparams(self.hparams, final, run_name="hparams")
         if self.writer is not None:
             self.writer.close()
             self.writer = None

@@ -22,6 +22,7 @@ from lgm_gcp.analysis.landscape import probe_hook
 from lgm_gcp.config.instantiate import instantiate
 from lgm_gcp.engine import checkpoint, distributed
 from lgm_gcp.engine.ema import ModelEma
+from lgm_gcp.engine.record import append_environment
 from lgm_gcp.engine.runlock import RunLock
 from lgm_gcp.engine.runlog import RunLogger, progress
 from lgm_gcp.engine.signals import Preemption
@@ -371,9 +372,12 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
                 extra["landscape"] = state.setdefault("landscape", [])
             if env.is_main:  # only now: a run that fails to start never overwrites an earlier run's files
                 write_run_files(run_dir, cfg, overrides, choices)
+                append_environment(run_dir, env.world_size)
 
             model = wrap_model(model, env, tcfg)
             logger = RunLogger(run_dir, env.is_main, history, extra)
+            logger.hparams = {**(choices or {}), "seed": cfg["seed"], "batch_size": tcfg["batch_size"],
+                              "max_epochs": tcfg["max_epochs"]}
             status = "failed"
             with preemption:
                 s = Session(cfg, env, data, model, optimizer, schedule, scaler, ema, logger, state, preemption,
