@@ -219,3 +219,27 @@ def test_the_ddp_launcher_hands_the_signal_on_once_its_workers_have_stopped():
         assert calls == [signal.SIGUSR1]
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_rank_that_died_of_a_broken_collective_is_not_reported_as_the_cause(tmp_path):
+    """torch names whichever failed rank it noticed first; if that one only lost its gloo peer, the
+    launcher reports the rank whose own error broke the collective."""
+    import pickle
+    from types import SimpleNamespace
+
+    from torch.multiprocessing.spawn import ProcessRaisedException
+
+    from lgm_gcp.engine.launch import root_cause
+
+    files = []
+    for i, trace in enumerate(["RuntimeError: [gloo/pair.cc:561] Connection closed by peer [127.0.0.1]:4016",
+                               "RuntimeError: injected failure on rank 1"]):
+        files.append(tmp_path / f"error{i}")
+        files[-1].write_bytes(pickle.dumps(trace))
+    context = SimpleNamespace(error_files=[str(f) for f in files],
+                              processes=[SimpleNamespace(pid=10), SimpleNamespace(pid=11)])
+    noticed = ProcessRaisedException("-- Process 0 ... Connection closed by peer", 0, 10)
+    cause = root_cause(context, noticed)
+    assert cause.error_index == 1 and "injected failure on rank 1" in str(cause)
+    own = ProcessRaisedException("-- Process 1 ... injected failure on rank 1", 1, 11)
+    assert root_cause(context, own) is own

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -21,7 +22,7 @@ from typing import Any, Mapping
 
 import torch
 import torch.multiprocessing as mp
-from torch.multiprocessing.spawn import ProcessException
+from torch.multiprocessing.spawn import ProcessException, ProcessRaisedException
 
 from lgm_gcp import errors
 from lgm_gcp.config.instantiate import locate
@@ -122,6 +123,26 @@ def forward_signals(processes):
         call_previous(previous[received[0]], received[0])
 
 
+BROKEN_COLLECTIVE = ("Connection closed by peer", "Connection reset by peer")
+
+
+def root_cause(context, exc: ProcessException) -> ProcessException:
+    """torch reports whichever failed rank it noticed first. When that rank only died because a
+    collective broke (gloo's 'Connection closed by peer') as another rank crashed, report the rank whose
+    own error broke it: its traceback is in its error file."""
+    if not isinstance(exc, ProcessRaisedException) or not any(s in str(exc) for s in BROKEN_COLLECTIVE):
+        return exc
+    for index, path in enumerate(context.error_files):
+        if index == exc.error_index or not os.access(path, os.R_OK):
+            continue
+        with open(path, "rb") as f:
+            trace = pickle.load(f)  # what torch's spawn wrapper wrote: the formatted traceback
+        if not any(s in trace for s in BROKEN_COLLECTIVE):
+            return ProcessRaisedException(f"\n\n-- Process {index} terminated with the following error:\n{trace}",
+                                          index, context.processes[index].pid)
+    return exc
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -147,11 +168,11 @@ def launch(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=
             try:
                 while not context.join():
                     pass
-            except ProcessException:
+            except ProcessException as e:
                 if not user_errors.empty():
                     name, message = user_errors.get()
                     raise getattr(errors, name, UserError)(message) from None
-                raise
+                raise root_cause(context, e) from None
         summary = json.loads((run_dir / "metrics.json").read_text())
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
