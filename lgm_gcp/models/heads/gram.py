@@ -25,9 +25,6 @@ from torch.autograd.function import once_differentiable
 
 from lgm_gcp.models.heads.eigen import safe_eigh
 
-INNER = ("auto", "spectral", "matmul")
-
-
 def _root_ratio(a: torch.Tensor, iterations: int, with_dd: bool):
     """R_N(a) = f_N(a)/a at the eigenvalue ratios a (B, M) and, if asked, its divided differences
     DD_ij = (R_N(a_i) − R_N(a_j))/(a_i − a_j) (B, M, M), R_N'(a_i) on the diagonal, carried through the
@@ -109,7 +106,8 @@ def gram_pairs(x: torch.Tensor, iterations: int, jitter: float = 0.0) -> tuple[t
 def gram_isqrt(feats: torch.Tensor, iterations: int = 5, jitter: float = 0.0, inner: str = "auto") -> torch.Tensor:
     """iSQRT-COV of (B, d, M) feature maps: the matrix function of Σ = X_c X_cᵀ/M + jitter·I that
     ``covariance`` + ``isqrt`` compute, evaluated on M×M matrices -> (B, d, d).
-    ``inner``: ``auto`` takes spectral on the CPU without jitter, matmul otherwise."""
+    ``inner``: ``spectral`` or ``matmul``; ``auto`` takes spectral on the CPU without jitter, matmul
+    otherwise. The spectral form has no jitter term, so a jittered call always takes matmul."""
     if inner == "auto":
         inner = "spectral" if not feats.is_cuda and not jitter else "matmul"
     x = (feats - feats.mean(dim=2, keepdim=True)) / feats.shape[-1] ** 0.5
