@@ -25,6 +25,7 @@ from torch.autograd.function import once_differentiable
 
 from lgm_gcp.models.heads.eigen import safe_eigh
 
+
 def _root_ratio(a: torch.Tensor, iterations: int, with_dd: bool):
     """R_N(a) = f_N(a)/a at the eigenvalue ratios a (B, M) and, if asked, its divided differences
     DD_ij = (R_N(a_i) − R_N(a_j))/(a_i − a_j) (B, M, M), R_N'(a_i) on the diagonal, carried through the
