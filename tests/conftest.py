@@ -7,6 +7,12 @@ import pytest
 from omegaconf import OmegaConf
 
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+
+
+def pytest_configure(config):
+    """Build matplotlib's font cache before any test captures stderr: on a fresh machine its first
+    use prints "Matplotlib is building the font cache", which a one-line error test would count."""
+    import matplotlib.font_manager  # noqa: F401
 TINY = ["backbone.widths=[8,16]", "trainer.max_epochs=2", "trainer.batch_size=64", "trainer.progress=false"]
 
 

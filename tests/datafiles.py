@@ -54,3 +54,34 @@ def make_tree(root, classes=3, per_class=4, size=40):
             d.mkdir(parents=True)
             for i in range(per_class):
                 Image.fromarray(rng.integers(0, 256, (size, size + 6, 3), dtype=np.uint8)).save(d / f"{i}.png")
+
+
+def smooth_image(rng, height, width):
+    """A smooth random RGB image (upsampled noise), so JPEG keeps it close and resizes differ little."""
+    coarse = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    return Image.fromarray(coarse).resize((width, height), Image.BILINEAR)
+
+
+def make_places365_lists(root, classes=3, per_class=4, size=40, large=False):
+    """Places365 as its archives and torchvision lay it out: categories_places365.txt ("/a/abbey 0"),
+    places365_train_standard.txt ("/a/abbey/00000001.jpg 0"), places365_val.txt
+    ("Places365_val_00000001.jpg 2"), images in data_256/<letter>/<class>/ and val_256/."""
+    rng = np.random.default_rng(0)
+    size_name = "large" if large else "256"
+    names = [f"/{chr(ord('a') + c)}/class_{c}" for c in range(classes)]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "categories_places365.txt").write_text("".join(f"{n} {c}\n" for c, n in enumerate(names)))
+    train, val = [], []
+    for c, name in enumerate(names):
+        for i in range(per_class):
+            rel = f"{name}/{i + 1:08d}.jpg"
+            (root / f"data_{size_name}{rel}").parent.mkdir(parents=True, exist_ok=True)
+            smooth_image(rng, size, size + 6).save(root / f"data_{size_name}{rel}", quality=90)
+            train.append(f"{rel} {c}\n")
+            val_name = f"Places365_val_{c * per_class + i + 1:08d}.jpg"
+            (root / f"val_{size_name}").mkdir(exist_ok=True)
+            smooth_image(rng, size, size).save(root / f"val_{size_name}" / val_name, quality=90)
+            val.append(f"{val_name} {c}\n")
+    (root / "places365_train_standard.txt").write_text("".join(train))
+    (root / "places365_val.txt").write_text("".join(val))
+    return root

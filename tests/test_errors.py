@@ -7,6 +7,7 @@ and ``.lock`` is the run's own lock file.
 """
 
 import argparse
+import io
 import os
 import pickle
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from lgm_gcp.engine import checkpoint
 from lgm_gcp.engine.train import run
@@ -103,7 +105,8 @@ RANGE_CASES = [
 ]
 CHOICE_CASES = [("eval.ten_crop_average=mean",), ("head=gcp", "head.activation=gelu"), ("trainer.accelerator=tpu",),
                 ("loss=lgm", "loss.margin.policy=STEPDOWN"), ("dataset.pad_mode=reflect",), ("loss.init=xavier",),
-                ("backbone.norm=layer",), ("head=gcp", "head.algorithm=svd")]
+                ("backbone.norm=layer",), ("head=gcp", "head.algorithm=svd"),
+                ("dataset=imagenet", "dataset.decoder=cv2"), ("dataset=places365", "dataset.layout=lists")]
 
 
 @pytest.mark.parametrize("overrides", RANGE_CASES, ids=[" ".join(c) for c in RANGE_CASES])
@@ -118,6 +121,12 @@ def test_unknown_string_values_are_refused_in_one_line(overrides, capfd, monkeyp
     status, lines = call(train_cli(), overrides, capfd, monkeypatch, tmp_path)
     assert_one_line(status, lines, 2, overrides[-1], "is not valid; choose one of")
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("value", ["four", "Auto"])
+def test_a_word_other_than_auto_for_a_count_is_refused_in_one_line(value, capfd, monkeypatch, tmp_path):
+    status, lines = call(train_cli(), [f"trainer.num_workers={value}"], capfd, monkeypatch, tmp_path)
+    assert_one_line(status, lines, 2, f"trainer.num_workers={value} is not valid; give a number >= 0, or auto")
 
 
 # ------------------------------------------------------------------- 2. checked before spawning workers
@@ -162,18 +171,25 @@ def test_an_error_inside_a_worker_reaches_the_user_as_one_line(capfd, monkeypatc
 
 def bad_image(path: Path, kind: str) -> None:
     good = next((path.parent.parent / "class_1").glob("*.png")).read_bytes()
+    jpeg = io.BytesIO()
+    Image.open(io.BytesIO(good)).save(jpeg, "JPEG")
+    jpeg = jpeg.getvalue()
     path.write_bytes({"zero_bytes": b"", "truncated": good[: len(good) // 3], "not_an_image": b"hello, world\n" * 40,
-                      "garbage_png": b"\x89PNG\r\n\x1a\n" + os.urandom(200)}[kind])
+                      "garbage_png": b"\x89PNG\r\n\x1a\n" + os.urandom(200), "truncated_jpeg": jpeg[: len(jpeg) // 2],
+                      "garbage_jpeg": jpeg[:3] + os.urandom(300)}[kind])
 
 
-@pytest.mark.parametrize("kind", ["zero_bytes", "truncated", "not_an_image", "garbage_png"])
-def test_an_undecodable_image_is_named_in_one_line_or_skipped_and_counted(kind, capfd, monkeypatch, tmp_path):
+@pytest.mark.parametrize("kind, decoder", [(k, "tensor") for k in ("zero_bytes", "truncated", "not_an_image",
+                                                                     "garbage_png", "truncated_jpeg", "garbage_jpeg")]
+                         + [("truncated_jpeg", "pil")])
+def test_an_undecodable_image_is_named_in_one_line_or_skipped_and_counted(kind, decoder, capfd, monkeypatch,
+                                                                          tmp_path):
     make_tree(tmp_path / "tree", per_class=4)
-    bad = tmp_path / "tree" / "train" / "class_0" / "bad.png"
+    bad = tmp_path / "tree" / "train" / "class_0" / ("bad.jpg" if "jpeg" in kind else "bad.png")
     bad_image(bad, kind)
     folder = ["dataset=imagenet", "dataset.num_classes=3", "dataset.image_size=32", "dataset.resize=36",
               f"dataset.root={tmp_path / 'tree'}", "backbone=resnet20", "backbone.width=4", "trainer.batch_size=13",
-              "trainer.max_epochs=1", "trainer.progress=false"]
+              "trainer.max_epochs=1", "trainer.progress=false", f"dataset.decoder={decoder}"]
     status, lines = call(train_cli(), [*folder, "hydra.run.dir=strict"], capfd, monkeypatch, tmp_path)
     assert_one_line(status, lines, 1, str(bad), "dataset.skip_bad_images=true")
     summary = run(resolved(*folder, "dataset.skip_bad_images=true"), tmp_path / "skip")

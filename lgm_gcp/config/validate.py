@@ -126,6 +126,8 @@ def _check_ranges(cfg: DictConfig, interpolated: bool) -> None:
                 if value not in options:
                     raise ConfigError(f"{key}={value} is not valid; choose one of {', '.join(options)}")
                 continue
+            if isinstance(value, str) and f.metadata.get("auto") and value != "auto":
+                raise ConfigError(f"{key}={value} is not valid; give a number {rng.describe()}, or auto")
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             if not rng.holds(value):

@@ -1,13 +1,22 @@
-"""Class-per-folder image trees (ImageNet, Places365): ``<root>/train/<class>/*.jpg``, ``<root>/val/<class>/*``.
+"""Image-folder datasets (ImageNet, Places365), read by loader workers.
+
+Layouts (``dataset.layout``):
+
+- ``folders``: class-per-folder trees ``<root>/<train_dir>/<class>/*.jpg`` and ``<root>/<val_dir>/<class>/*``
+  (torchvision's ImageFolder convention).
+- ``torchvision``: Places365 as torchvision's ``datasets.Places365`` and the official archives lay it
+  out: ``categories_places365.txt``, ``places365_train_standard.txt`` and ``places365_val.txt`` (one
+  ``<path> <label>`` per line) under ``<root>``, the images in ``data_256/`` (or torchvision's renamed
+  ``data_256_standard/``) and ``val_256/``; ``dataset.small=false`` reads the ``*_large`` ones.
 
 Train: RandomResizedCrop(image_size) + flip (+ ColorJitter and AlexNet-style PCA lighting, as the
 large-margin ImageNet recipe; ColorJitter as the GCP study's ShuffleNetV2 recipe). Eval: Resize(resize)
 + CenterCrop(image_size), or ``eval.ten_crop`` (TenCrop, the softmax averaged over the crops by the
-evaluator), as 3G-Net reports on Places365. Workers decode with PIL through a DataLoader (an
-undecodable file stops the run with one line naming it, or is skipped and counted with
-``dataset.skip_bad_images=true``, as users of large scraped sets expect); each rank
-reads its share of every global batch in the same order as the in-memory path (seeded by
-(seed, epoch)); worker RNG is seeded by (seed, epoch, rank).
+evaluator), as 3G-Net reports on Places365. Decoding and transforms: ``data/images.py``; workers and
+their persistence: ``data/loader.py``. An undecodable file stops the run with one line naming it, or
+is skipped and counted with ``dataset.skip_bad_images=true``, as users of large scraped sets expect.
+Each rank reads its share of every global batch in the same order as the in-memory path (seeded by
+(seed, epoch)), and every image's augmentation is seeded by (seed, epoch, index).
 """
 
 from __future__ import annotations
@@ -16,50 +25,16 @@ import logging
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import torch
-from torch.utils.data import DataLoader
-
 from lgm_gcp.data.files import DatasetError
-from lgm_gcp.data.in_memory import epoch_generator, epoch_step_count, rank_share
+from lgm_gcp.data.images import ImageSamples, eval_transform, train_transform
+from lgm_gcp.data.in_memory import epoch_step_count
+from lgm_gcp.data.loader import GlobalBatchSampler, KeptLoader, ShardSampler, resolve_num_workers
 from lgm_gcp.errors import ConfigError
 
 log = logging.getLogger("lgm_gcp")
 
-# ImageNet RGB principal components (Krizhevsky et al. 2012), used by PCA lighting.
-_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
-_EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
-
-
-class Lighting:
-    """Add eigvec @ (alpha * eigval), alpha ~ N(0, std), to a (3, H, W) tensor in [0, 1]."""
-
-    def __init__(self, std: float):
-        self.std = std
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        alpha = torch.randn(3) * self.std
-        return img + (_EIGVEC @ (alpha * _EIGVAL)).view(3, 1, 1)
-
-
-class GlobalBatchSampler:
-    """This rank's share of every global batch of one epoch (the last partial batch kept unless
-    ``drop_last``), in the order one process would read them."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int, world_size: int, skip: int = 0,
-                 drop_last: bool = False):
-        self.order = torch.randperm(n, generator=epoch_generator(seed, epoch))
-        self.n, self.batch_size, self.rank, self.world_size, self.skip = n, batch_size, rank, world_size, skip
-        self.steps = epoch_step_count(n, batch_size, world_size, drop_last)
-
-    def __len__(self) -> int:
-        return self.steps - self.skip
-
-    def __iter__(self):
-        for step in range(self.skip, self.steps):
-            start = step * self.batch_size
-            size = min(self.batch_size, self.n - start)
-            part = rank_share(size, self.rank, self.world_size)
-            yield self.order[start + part.start: start + part.stop].tolist()
+PLACES365_LISTS = {"train": "places365_train_standard.txt", "val": "places365_val.txt"}
+PLACES365_CATEGORIES = "categories_places365.txt"
 
 
 def check_folders(name: str, root: str | None, split_dir: str) -> Path:
@@ -76,35 +51,6 @@ def check_folders(name: str, root: str | None, split_dir: str) -> Path:
     raise DatasetError(f"{name}: {path} holds no class folders with images ({', '.join(IMG_EXTENSIONS)})")
 
 
-def load_image(path: str):
-    """PIL's RGB image, or a one-line DatasetError naming the file (zero-byte, truncated, not an image)."""
-    from PIL import Image
-
-    try:
-        with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")
-    except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
-        reason = " ".join(str(e).split())[:160]
-        raise DatasetError(f"{path}: cannot decode this image ({type(e).__name__}: {reason}); replace or delete "
-                           "it, or set dataset.skip_bad_images=true to skip such files") from None
-
-
-class SkippingFolder:
-    """An ImageFolder whose undecodable images come back as None (``dataset.skip_bad_images``)."""
-
-    def __init__(self, folder):
-        self.folder = folder
-
-    def __len__(self) -> int:
-        return len(self.folder)
-
-    def __getitem__(self, index: int):
-        try:
-            return self.folder[index]
-        except DatasetError:
-            return None, self.folder.samples[index][0]
-
-
 def collate_skipping(batch):
     """(images, labels, paths of the skipped images)."""
     from torch.utils.data import default_collate
@@ -117,59 +63,94 @@ def collate_skipping(batch):
     return images, labels, bad
 
 
-class StackCrops:
-    """TenCrop's tuple of PIL crops -> a normalised (10, 3, H, W) tensor."""
+def places365_image_dir(root: Path, split: str, small: bool) -> Path:
+    """``data_256`` / ``val_256`` (``*_large`` unless small), or torchvision's renamed ``data_256_standard``."""
+    size = "256" if small else "large"
+    names = [f"data_{size}", f"data_{size}_standard"] if split == "train" else [f"val_{size}"]
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    raise DatasetError(f"places365: no image folder {' or '.join(str(root / n) for n in names)}; unpack "
+                       f"{'train' if split == 'train' else 'val'}_{size}*.tar there (dataset.layout=torchvision)")
 
-    def __init__(self, normalize):
-        self.normalize = normalize
 
-    def __call__(self, crops) -> torch.Tensor:
-        from torchvision.transforms.functional import to_tensor
+def places365_samples(root: str | Path, split: str, small: bool = True) -> tuple[list[tuple[str, int]], int]:
+    """(the (path, label) samples of torchvision's Places365 ``split`` file list, the number of categories)."""
+    root = Path(root)
+    for name in (PLACES365_CATEGORIES, PLACES365_LISTS[split]):
+        if not (root / name).is_file():
+            raise DatasetError(f"places365: {root / name} does not exist; dataset.layout=torchvision reads the "
+                               "file lists of filelist_places365-standard.tar there")
+    num_categories = sum(1 for line in (root / PLACES365_CATEGORIES).read_text().splitlines() if line.strip())
+    images = places365_image_dir(root, split, small)
+    samples = []
+    for number, line in enumerate((root / PLACES365_LISTS[split]).read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or not fields[1].isdigit() or int(fields[1]) >= num_categories:
+            raise DatasetError(f"{root / PLACES365_LISTS[split]} line {number}: {line.strip()[:80]!r} is not "
+                               f"'<image path> <label below {num_categories}>'")
+        samples.append((str(images / fields[0].lstrip("/")), int(fields[1])))
+    if not samples:
+        raise DatasetError(f"{root / PLACES365_LISTS[split]} lists no images")
+    if not Path(samples[0][0]).is_file():
+        raise DatasetError(f"places365: {samples[0][0]}, the first image {PLACES365_LISTS[split]} lists, does "
+                           f"not exist; the images belong under {images}")
+    return samples, num_categories
 
-        return torch.stack([self.normalize(to_tensor(c)) for c in crops])
+
+def folder_samples(name: str, path: Path) -> tuple[list[tuple[str, int]], int]:
+    """(the (path, label) samples of a class-per-folder tree, its number of class folders)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    check_folders(name, str(path.parent), path.name)
+    try:
+        classes, class_to_idx = find_classes(str(path))
+        samples = make_dataset(str(path), class_to_idx, extensions=IMG_EXTENSIONS)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise DatasetError(f"{name}: {path} holds no class folders with images "
+                           f"({str(e).splitlines()[0]})") from e
+    return samples, len(classes)
+
+
+def split_samples(name: str, root: str, split: str, folder: str, layout: str, small: bool,
+                  num_classes: int) -> list[tuple[str, int]]:
+    """The (path, label) samples of ``split`` (train or val) in ``layout``, with as many classes as configured."""
+    if layout == "torchvision":
+        samples, found = places365_samples(root, split, small)
+        where, what = Path(root) / PLACES365_CATEGORIES, "classes"
+    else:
+        samples, found = folder_samples(name, Path(root) / folder)
+        where, what = Path(root) / folder, "class folders"
+    if found != num_classes:
+        raise DatasetError(f"{name}: {where} has {found} {what} but dataset.num_classes={num_classes}")
+    return samples
 
 
 class ImageFolderData:
     def __init__(self, name: str, root: str, num_classes: int, image_size: int, mean: Sequence[float],
                  std: Sequence[float], in_channels: int = 3, download: bool = False, train_dir: str = "train",
                  val_dir: str = "val", resize: int = 256, color_jitter: float = 0.0, lighting: float = 0.0,
-                 ten_crop: bool = False, num_workers: int = 4, skip_bad_images: bool = False,
-                 drop_last: bool = False):
-        from torchvision import datasets
-        from torchvision import transforms as T
-
+                 ten_crop: bool = False, num_workers: int | str = "auto", prefetch_factor: int = 2,
+                 skip_bad_images: bool = False, drop_last: bool = False, decoder: str = "tensor",
+                 layout: str = "folders", small: bool = True):
         if download:
             raise DatasetError(f"{name}: dataset.download is not available for image-folder datasets; "
                                f"place the class folders under {root}/{train_dir} and {root}/{val_dir}")
-        self.name, self.num_classes, self.in_channels, self.num_workers = name, num_classes, in_channels, num_workers
+        self.name, self.num_classes, self.in_channels = name, num_classes, in_channels
         self.ten_crop, self.skip_bad_images, self.skipped_images = ten_crop, skip_bad_images, []
-        self.drop_last = drop_last
-        normalize = T.Normalize(mean, std)
-        train_tf = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
-        if color_jitter:
-            train_tf.append(T.ColorJitter(color_jitter, color_jitter, color_jitter))
-        train_tf.append(T.ToTensor())
-        if lighting:
-            train_tf.append(Lighting(lighting))
-        train_tf.append(normalize)
-        if ten_crop:
-            eval_tf = T.Compose([T.Resize(resize), T.TenCrop(image_size), StackCrops(normalize)])
-        else:
-            eval_tf = T.Compose([T.Resize(resize), T.CenterCrop(image_size), T.ToTensor(), normalize])
-        self.train_set = self._folder(datasets, Path(root) / train_dir, T.Compose(train_tf))
-        self.test_set = self._folder(datasets, Path(root) / val_dir, eval_tf)
-
-    def _folder(self, datasets, path: Path, transform):
-        check_folders(self.name, str(path.parent), path.name)
-        try:
-            ds = datasets.ImageFolder(str(path), transform=transform, loader=load_image)
-        except (FileNotFoundError, RuntimeError) as e:
-            raise DatasetError(f"{self.name}: {path} holds no class folders with images "
-                               f"({str(e).splitlines()[0]})") from e
-        if len(ds.classes) != self.num_classes:
-            raise DatasetError(f"{self.name}: {path} has {len(ds.classes)} class folders but "
-                               f"dataset.num_classes={self.num_classes}")
-        return ds
+        self.drop_last, self.num_workers = drop_last, resolve_num_workers(num_workers)
+        splits = {split: split_samples(name, root, split, folder, layout, small, num_classes)
+                  for split, folder in (("train", train_dir), ("val", val_dir))}
+        self.train_set = ImageSamples(splits["train"], train_transform(decoder, image_size, mean, std,
+                                                                          color_jitter, lighting),
+                                      decoder, skip_bad_images)
+        self.test_set = ImageSamples(splits["val"], eval_transform(decoder, image_size, resize, mean, std,
+                                                                      ten_crop), decoder, skip_bad_images)
+        collate = collate_skipping if skip_bad_images else None
+        self._train_loader = KeptLoader(self.train_set, self.num_workers, prefetch_factor, collate)
+        self._test_loader = KeptLoader(self.test_set, self.num_workers, prefetch_factor, collate)
 
     @property
     def num_train_images(self) -> int:
@@ -178,13 +159,9 @@ class ImageFolderData:
     def steps_per_epoch(self, batch_size: int, world_size: int = 1) -> int:
         return epoch_step_count(len(self.train_set), batch_size, world_size, self.drop_last)
 
-    def _loader(self, dataset, batch_sampler, seed: int, device) -> Iterator:
+    def _batches(self, loader, device) -> Iterator:
         """Batches on ``device``; bad images end the run with one line naming the file, or are skipped
         (logged, and listed in ``skipped_images``) with ``dataset.skip_bad_images``."""
-        loader = DataLoader(SkippingFolder(dataset) if self.skip_bad_images else dataset,
-                            batch_sampler=batch_sampler, num_workers=self.num_workers,
-                            pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed),
-                            persistent_workers=False, collate_fn=collate_skipping if self.skip_bad_images else None)
         batches = iter(loader)
         while True:
             try:
@@ -208,14 +185,16 @@ class ImageFolderData:
                       device="cpu", skip: int = 0) -> Iterator:
         if batch_size % world_size:
             raise ConfigError(f"trainer.batch_size={batch_size} must be divisible by the {world_size} processes")
-        sampler = GlobalBatchSampler(len(self.train_set), batch_size, seed, epoch, rank, world_size, skip,
-                                     self.drop_last)
-        yield from self._loader(self.train_set, sampler, (seed * 1000 + epoch) * 1000 + rank, device)
+        loader = self._train_loader.get(
+            (batch_size, rank, world_size),
+            lambda: GlobalBatchSampler(len(self.train_set), batch_size, rank, world_size, self.drop_last), device)
+        loader.batch_sampler.set_epoch(seed, epoch, skip)
+        yield from self._batches(loader, device)
 
     def test_batches(self, batch_size: int, *, rank: int = 0, world_size: int = 1, device="cpu") -> Iterator:
-        shard = torch.arange(len(self.test_set)).tensor_split(world_size)[rank]
-        batches = [c.tolist() for c in shard.split(batch_size)]
-        yield from self._loader(self.test_set, batches, 0, device)
+        loader = self._test_loader.get((batch_size, rank, world_size),
+                                       lambda: ShardSampler(len(self.test_set), batch_size, rank, world_size), device)
+        yield from self._batches(loader, device)
 
     def num_test_batches(self, batch_size: int, world_size: int = 1) -> int:
         n = -(-len(self.test_set) // world_size)

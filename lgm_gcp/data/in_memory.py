@@ -94,7 +94,8 @@ class InMemoryData(abc.ABC):
         flip: bool = False,
         device_augment: bool = True,
         ten_crop: bool = False,
-        num_workers: int = 0,
+        num_workers: int | str = 0,  # no loader workers here: batches are sliced from one tensor
+        prefetch_factor: int = 2,
         drop_last: bool = False,
         search: Sequence[str] = (),
         val_fraction: float = 0.0,

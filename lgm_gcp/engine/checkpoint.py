@@ -24,7 +24,8 @@ from lgm_gcp.errors import CheckpointError
 # keys that may differ between the checkpoint's config and the resuming run's
 RESUMABLE_CHANGES = (
     "trainer.max_epochs", "trainer.max_steps", "trainer.resume", "trainer.auto_resume", "trainer.progress",
-    "trainer.num_workers", "trainer.log_every", "trainer.eval_every", "trainer.checkpoint_every",
+    "trainer.num_workers", "trainer.prefetch_factor", "trainer.log_every", "trainer.eval_every",
+    "trainer.checkpoint_every",
     "trainer.force_resume", "trainer.eval_batch_size", "trainer.devices", "trainer.accelerator", "dataset.root",
     "dataset.download", "lr_policy.epochs", "trainer.compile", "trainer.channels_last", "trainer.skip_nonfinite",
     "trainer.landscape_every", "trainer.landscape_range", "trainer.landscape_points",

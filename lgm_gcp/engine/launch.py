@@ -85,6 +85,7 @@ def setup_worker_logging(run_dir: Path, rank: int) -> None:
 def _worker(local_rank: int, world_size: int, port: int, cfg: Mapping, run_dir: str, overrides, choices,
             user_errors) -> None:
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size),
+                      LOCAL_WORLD_SIZE=str(world_size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     setup_worker_logging(Path(run_dir), local_rank)
     try:

@@ -348,7 +348,7 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
             if cfg["eval"]["only"] and not cfg["weights"]:
                 raise ConfigError("eval.only=true evaluates the weights of a file: give weights=FILE")
             data = instantiate(cfg["dataset"], ten_crop=cfg["eval"]["ten_crop"],
-                               num_workers=tcfg["num_workers"])
+                               num_workers=tcfg["num_workers"], prefetch_factor=tcfg["prefetch_factor"])
             model = build_model(cfg, data.num_classes, data.in_channels)
             weights = load_weights(model, cfg["weights"]) if cfg["weights"] else None
             model = model.to(env.device)
