@@ -30,6 +30,10 @@ class RunFolderError(UserError, RuntimeError):
     """A run folder that cannot be used: in use by a live run, not a folder, or unreadable files in it."""
 
 
+class TrackerError(UserError, RuntimeError):
+    """An experiment tracker (logger=mlflow, wandb, ...) that is not installed or cannot start a run."""
+
+
 class NonFiniteError(UserError, FloatingPointError):
     """A non-finite loss or gradient: the step, the parameter and the last good checkpoint are named."""
 

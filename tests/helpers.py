@@ -54,3 +54,28 @@ class BuggyBackbone(SmallCNN):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise ValueError("injected bug: shapes do not line up")
+
+
+class StartRecordingTracker:
+    """A tracker that leaves ``tracker_started_rank<RANK>`` in the run dir when it starts."""
+
+    name = "recording"
+
+    def start(self, run_dir, config, hparams, run_id):
+        (run_dir / f"tracker_started_rank{os.environ.get('RANK', '0')}").touch()
+
+    def scalars(self, values, step):
+        pass
+
+    def epoch(self, history):
+        pass
+
+    def finish(self, summary, status, checkpoint):
+        (checkpoint.parent.parent / "tracker_finished").write_text(status)
+
+
+class FailingTracker(StartRecordingTracker):
+    """A tracker whose scalars raise after it started (a tracking server going away mid-run)."""
+
+    def scalars(self, values, step):
+        raise ConnectionError("tracking server went away")

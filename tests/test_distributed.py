@@ -20,7 +20,10 @@ def weights(run_dir):
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    two = launch(resolved(*DDP, "trainer.devices=2"), tmp_path / "two")
+    two = launch(resolved(*DDP, "trainer.devices=2", "+logger.recording._target_=helpers.StartRecordingTracker"),
+                 tmp_path / "two")
+    assert sorted(p.name for p in (tmp_path / "two").glob("tracker_*")) == ["tracker_finished",
+                                                                           "tracker_started_rank0"]  # rank 0 only
     one = launch(resolved(*DDP, "trainer.devices=1"), tmp_path / "one")
     a, b = weights(tmp_path / "two"), weights(tmp_path / "one")
     for k in a:

@@ -211,6 +211,21 @@ def test_an_undecodable_image_in_a_loader_worker_is_named_too(tmp_path):
     assert str(err.value).startswith(str(bad)) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("case", ["unreachable", "not_installed"])
+def test_a_tracker_that_cannot_start_is_one_line_before_anything_is_written(case, capfd, monkeypatch, tmp_path):
+    overrides = ["logger=[tensorboard,mlflow]", "hydra.run.dir=run", *TINY]
+    if case == "unreachable":
+        overrides.append("logger.mlflow.tracking_uri=nosuchscheme://nowhere")
+        expected = "logger.mlflow could not start"
+    else:
+        monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow raises ImportError
+        monkeypatch.setitem(sys.modules, "mlflow.entities", None)
+        expected = 'logger=mlflow needs MLflow: pip install "lgm-gcp[mlflow]"'
+    status, lines = call(train_cli(), overrides, capfd, monkeypatch, tmp_path)
+    assert_one_line(status, lines, 1, expected)
+    assert not (tmp_path / "run" / "config.yaml").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+
 # ------------------------------------------------------------------- 4. every entry point, one contract
 
 def garbage(path: Path, text: str = "{{{: not yaml [") -> Path:

@@ -398,6 +398,39 @@ class TrainerConfig:
     landscape_points: int = count(50)
 
 
+# ----------------------------------------------------------------------------------- logger (trackers)
+
+
+@dataclass
+class TrackerConfig:
+    _target_: str = MISSING
+
+
+@dataclass
+class TensorBoardConfig(TrackerConfig):
+    folder: str = "tb"  # under the run dir
+
+
+@dataclass
+class CSVConfig(TrackerConfig):
+    file: str = "metrics.csv"  # under the run dir
+
+
+@dataclass
+class MLflowConfig(TrackerConfig):
+    tracking_uri: Optional[str] = None  # None: MLFLOW_TRACKING_URI, else MLflow's default
+    experiment: str = "lgm-gcp"
+    log_checkpoint: bool = False  # upload the final last.pt as an artifact (its path is always a tag)
+
+
+@dataclass
+class WandbConfig(TrackerConfig):
+    project: str = "lgm-gcp"
+    entity: Optional[str] = None
+    mode: str = one_of("online", "online", "offline", "disabled")
+    tags: List[str] = field(default_factory=list)
+
+
 # ----------------------------------------------------------------------------------- root
 
 
@@ -439,6 +472,7 @@ class RootConfig:
     lr_policy: Any = MISSING
     optimizer: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: Dict[str, Any] = field(default_factory=dict)  # tracker name -> its config (lgm_gcp/loggers)
 
 
 # ----------------------------------------------------------------------------------- tables (lgm-gcp-table)
@@ -502,6 +536,7 @@ SCHEMAS = {
     },
     "optimizer": {"sgd": OptimizerConfig},
     "trainer": {"trainer": TrainerConfig},
+    "logger": {"tensorboard": TensorBoardConfig, "csv": CSVConfig, "mlflow": MLflowConfig, "wandb": WandbConfig},
 }
 
 GROUPS = ("dataset", "backbone", "head", "loss", "lr_policy", "optimizer", "trainer")

@@ -30,8 +30,9 @@ RESUMABLE_CHANGES = (
     "dataset.download", "lr_policy.epochs", "trainer.compile", "trainer.channels_last", "trainer.skip_nonfinite",
     "trainer.landscape_every", "trainer.landscape_range", "trainer.landscape_points",
 )
-# a preset's documentation of its reference, and the initial weights (a run's checkpoint supersedes them)
-RESUMABLE_PREFIXES = ("reference", "weights")
+# a preset's documentation of its reference, the initial weights (a run's checkpoint supersedes them)
+# and the trackers (logger=...), which record a run and change nothing it computes
+RESUMABLE_PREFIXES = ("reference", "weights", "logger")
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

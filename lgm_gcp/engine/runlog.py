@@ -1,4 +1,4 @@
-"""Run logs: TensorBoard scalars, a machine-readable metrics.json, progress bars. Rank 0 only.
+"""Run logs: a machine-readable metrics.json, the trackers of the ``logger`` group, progress bars. Rank 0 only.
 
 metrics.json (rewritten atomically after every epoch; the table command reads it):
 ``status`` (running | finished | preempted | failed; a run is finished when it reached
@@ -9,8 +9,8 @@ signal), ``best`` (the epoch with the highest validation top-1 where ``dataset.v
 validation set, else the highest test top-1), ``final`` (the last evaluated epoch),
 ``wall_time_s``, ``images_per_s`` (training throughput over the run), ``num_parameters``,
 ``world_size``, ``started_at`` / ``ended_at`` (Unix times of this process's start and last write).
-``metrics.csv`` beside it holds the epoch records as a table, one row per epoch; TensorBoard's
-hparams view gets the run's choices with its final and best metrics when it ends.
+The trackers (lgm_gcp/loggers: TensorBoard, metrics.csv, MLflow, W&B) get every scalar, every epoch
+and the summary with the final checkpoint; a tracker that fails mid-run is reported once and dropped.
 Under DDP also ``replica_checksums`` and ``rank_steps`` (every rank's parameter sum and last step).
 
 Progress bars are drawn only when stderr is a terminal; otherwise (CI, SLURM, ``| tee``) the
@@ -19,10 +19,7 @@ trainer's one log line per epoch is the whole progress report.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,25 +27,12 @@ from typing import Any, Iterable, Mapping
 
 from tqdm.auto import tqdm
 
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from lgm_gcp.loggers import call_each
+from lgm_gcp.loggers.base import Tracker, write_atomic
 
 
 def write_json(path: Path, payload: Any) -> None:
     write_atomic(path, json.dumps(payload, indent=2, sort_keys=False))
-
-
-def epochs_csv(history: list) -> str:
-    """One row per epoch record, the columns in order of first appearance (pandas.read_csv reads it)."""
-    columns = list(dict.fromkeys(k for record in history for k in record))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    return out.getvalue()
 
 
 def progress(iterable: Iterable, total: int, desc: str, enabled: bool) -> Iterable:
@@ -59,23 +43,20 @@ def progress(iterable: Iterable, total: int, desc: str, enabled: bool) -> Iterab
 
 
 class RunLogger:
-    def __init__(self, run_dir: Path, enabled: bool, history: list | None = None, extra: Mapping | None = None):
+    """metrics.json, and the trackers of the ``logger`` group (lgm_gcp/loggers), on rank 0 (``enabled``)."""
+
+    def __init__(self, run_dir: Path, enabled: bool, history: list | None = None, extra: Mapping | None = None,
+                 trackers: list[Tracker] | None = None):
         self.run_dir, self.enabled = Path(run_dir), enabled
         self.history = list(history or [])
         self.extra = dict(extra or {})
         self.start = time.time() - self.extra.pop("wall_time_s", 0.0)
         self.extra["started_at"] = time.time()
-        self.writer = None
-        self.hparams: dict = {}  # the run's choices for TensorBoard's hparams view, set by the trainer
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+        self.trackers = list(trackers or []) if enabled else []
 
     def scalars(self, prefix: str, values: Mapping[str, float], step: int) -> None:
-        if self.writer is not None:
-            for k, v in values.items():
-                self.writer.add_scalar(f"{prefix}/{k}", v, step)
+        if self.trackers:
+            self.trackers = call_each(self.trackers, "scalars", {f"{prefix}/{k}": v for k, v in values.items()}, step)
 
     def epoch(self, record: Mapping[str, Any], step: int) -> None:
         self.history.append(dict(record))
@@ -100,18 +81,11 @@ class RunLogger:
     def write(self, status: str) -> None:
         if self.enabled:
             write_json(self.run_dir / "metrics.json", self.summary(status))
-            if self.history:
-                write_atomic(self.run_dir / "metrics.csv", epochs_csv(self.history))
+            self.trackers = call_each(self.trackers, "epoch", self.history)
 
     def close(self, status: str) -> None:
         self.write(status)
-        summary = self.summary(status)
-        if self.writer is not None and summary["final"]:  # TensorBoard's hparams view: choices -> final metrics
-            final = {f"final/{k}": v for k, v in summary["final"].items() if k.startswith(("test_", "val_"))
-                     and isinstance(v, float)}
-            chosen_by = "val_top1" if "val_top1" in summary["best"] else "test_top1"
-            final[f"best/{chosen_by}"] = summary["best"][chosen_by]
-            self.writer.add_hparams(self.hparams, final, run_name="hparams")
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        last = self.run_dir / "checkpoints" / "last.pt"
+        self.trackers = call_each(self.trackers, "finish", self.summary(status), status,
+                                  last if last.is_file() else None)
+        self.trackers = []

@@ -27,6 +27,7 @@ from lgm_gcp.engine.runlock import RunLock
 from lgm_gcp.engine.runlog import RunLogger, progress
 from lgm_gcp.engine.signals import Preemption
 from lgm_gcp.errors import CheckpointError, ConfigError, NonFiniteError
+from lgm_gcp.loggers import start_trackers
 from lgm_gcp.models.build import build_model
 from lgm_gcp.optim import set_lr
 from lgm_gcp.weights import load_weights
@@ -370,25 +371,25 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
             landscape = probe_hook(tcfg)
             if landscape is not None:  # metrics.json lists the probes (the same list the checkpoint keeps)
                 extra["landscape"] = state.setdefault("landscape", [])
-            if env.is_main:  # only now: a run that fails to start never overwrites an earlier run's files
-                write_run_files(run_dir, cfg, overrides, choices)
-                append_environment(run_dir, env.world_size)
-
-            model = wrap_model(model, env, tcfg)
-            logger = RunLogger(run_dir, env.is_main, history, extra)
-            logger.hparams = {**(choices or {}), "seed": cfg["seed"], "batch_size": tcfg["batch_size"],
-                              "max_epochs": tcfg["max_epochs"]}
+            hparams = {**(choices or {}), "seed": cfg["seed"], "batch_size": tcfg["batch_size"],
+                       "max_epochs": tcfg["max_epochs"]}
+            trackers = start_trackers(cfg["logger"], run_dir, cfg, hparams) if env.is_main else []
+            logger = RunLogger(run_dir, env.is_main, history, extra, trackers)
             status = "failed"
-            with preemption:
-                s = Session(cfg, env, data, model, optimizer, schedule, scaler, ema, logger, state, preemption,
-                            saved=state.pop("loaded_from", "no checkpoint yet"), landscape=landscape)
-                try:
+            try:
+                if env.is_main:  # only now: a run that fails to start never overwrites an earlier run's files
+                    write_run_files(run_dir, cfg, overrides, choices)
+                    append_environment(run_dir, env.world_size)
+                model = wrap_model(model, env, tcfg)
+                with preemption:
+                    s = Session(cfg, env, data, model, optimizer, schedule, scaler, ema, logger, state, preemption,
+                                saved=state.pop("loaded_from", "no checkpoint yet"), landscape=landscape)
                     status = fit(s)
                     if env.distributed:
                         logger.extra["replica_checksums"], logger.extra["rank_steps"] = replica_states(
                             model, env, state["step"])
-                finally:
-                    logger.close(status)
+            finally:
+                logger.close(status)
             summary = logger.summary(status)
         preemption.hand_on()  # checkpoint, metrics.json and the run folder's lock are done with
         return summary

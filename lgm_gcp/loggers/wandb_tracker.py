@@ -1,0 +1,48 @@
+"""Weights & Biases (``pip install "lgm-gcp[wandb]"``): one W&B run per run folder, resumed with it.
+
+Config: the resolved config; history: every scalar at its global step (W&B drops a step below one it
+has seen, so after a resume from a checkpoint older than the last logged step, the repeated steps are
+not logged twice); summary: the final and best metrics and ``checkpoint`` (the final ``last.pt``).
+``mode`` is online, offline (files under ``<run dir>/wandb``, ``wandb sync`` uploads them later) or
+disabled; the YAML default reads ``WANDB_MODE``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from lgm_gcp.errors import TrackerError
+from lgm_gcp.loggers.base import Tracker
+
+
+class WandbTracker(Tracker):
+    def __init__(self, project: str = "lgm-gcp", entity: str | None = None, mode: str = "online",
+                 tags: Sequence[str] = ()):
+        self.project, self.entity, self.mode, self.tags = project, entity, mode, list(tags)
+        self.run = None
+
+    def start(self, run_dir: Path, config, hparams, run_id):
+        try:
+            import wandb
+        except ImportError:
+            raise TrackerError('logger=wandb needs W&B: pip install "lgm-gcp[wandb]"') from None
+        self.run = wandb.init(project=self.project, entity=self.entity, mode=self.mode, dir=str(run_dir),
+                              name=run_dir.name, id=run_id or uuid.uuid4().hex[:8], resume="allow",
+                              config={**dict(config), "choices": dict(hparams)}, tags=self.tags,
+                              settings=wandb.Settings(silent=True, console="off"), reinit="create_new")
+        return self.run.id
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        self.run.log(dict(values), step=step)
+
+    def finish(self, summary: Mapping[str, Any], status: str, checkpoint: Path | None) -> None:
+        for which in ("final", "best"):
+            for k, v in (summary.get(which) or {}).items():
+                if isinstance(v, (int, float)):
+                    self.run.summary[f"{which}/{k}"] = v
+        self.run.summary["status"] = status
+        if checkpoint is not None:
+            self.run.summary["checkpoint"] = str(checkpoint)
+        self.run.finish(exit_code=0 if status in ("finished", "preempted") else 1)
