@@ -26,12 +26,13 @@ writes to detect_table.md in the first run folder, or --out) one table over runs
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from lgm_gcp.analysis.runs import features_of, load_run
+from lgm_gcp.analysis.runs import add_device_argument, features_of, load_run, resolve_device
 from lgm_gcp.errors import UserError, fail, one_line_parser, output_path, positive_float, positive_int, unit_interval
 from lgm_gcp.losses.lgm import LGMLoss
 
@@ -75,7 +76,7 @@ def attack(name: str, model, images, targets, epsilon, mean, std, steps: int) ->
 
 def kde_scores(features: torch.Tensor, predicted: torch.Tensor, train_feats: torch.Tensor, train_labels: torch.Tensor,
                bandwidth: float) -> torch.Tensor:
-    scores = torch.empty(len(features), dtype=torch.float64)
+    scores = torch.empty(len(features), dtype=torch.float64, device=features.device)
     for k in predicted.unique():
         ref = train_feats[train_labels == k].double()
         rows = predicted == k
@@ -83,7 +84,7 @@ def kde_scores(features: torch.Tensor, predicted: torch.Tensor, train_feats: tor
             scores[rows] = float("-inf")
             continue
         sq = torch.cdist(features[rows].double(), ref).square()
-        scores[rows] = torch.logsumexp(-sq / (2 * bandwidth**2), dim=1) - torch.log(torch.tensor(float(len(ref))))
+        scores[rows] = torch.logsumexp(-sq / (2 * bandwidth**2), dim=1) - math.log(len(ref))
     return scores
 
 
@@ -96,25 +97,26 @@ def scores_of(model, images: torch.Tensor, train_feats, train_labels, bandwidth:
                "kde": kde_scores(feats, predicted, train_feats, train_labels, bandwidth)}
         if isinstance(model.criterion, LGMLoss):
             out["lgm_likelihood"] = -model.criterion.half_distances(feats).gather(1, predicted[:, None])[:, 0].double()
-    return out, predicted
+    return {k: v.cpu() for k, v in out.items()}, predicted.cpu()
 
 
 def detect(run_dir: str | Path, epsilons=(0.1,), attacks=("fgsm",), bandwidth: float = 1.5,
-           max_images: int = 2000, keep: str = "successful", steps: int = 10) -> dict:
+           max_images: int = 2000, keep: str = "successful", steps: int = 10, device: str = "cpu") -> dict:
     from sklearn.metrics import roc_auc_score, roc_curve
 
     run_dir = Path(run_dir)
-    cfg, data, model = load_run(run_dir)
+    cfg, data, model = load_run(run_dir, device=device)
     train_feats, train_labels = features_of(model, _train_batches(data))
     clean, labels = _first_test_images(data, max_images)
-    mean, std = data.mean.view(1, -1, 1, 1), data.std.view(1, -1, 1, 1)
+    clean, on_device = clean.to(device), labels.to(device)  # attacked on the device; scores compared on the CPU
+    mean, std = data.mean.view(1, -1, 1, 1).to(device), data.std.view(1, -1, 1, 1).to(device)
     clean_scores, clean_pred = scores_of(model, clean, train_feats, train_labels, bandwidth)
     result = {"run_dir": str(run_dir), "bandwidth": bandwidth, "images": len(clean), "keep": keep,
               "clean_accuracy": 100 * (clean_pred == labels).double().mean().item(), "results": []}
     plotted = None  # (title, {score: (fpr, tpr, auc)}): the first attack and ε with pairs
     for name in attacks:
         for epsilon in epsilons:
-            adversarial = torch.cat([attack(name, model, clean[i:i + 256], labels[i:i + 256], epsilon, mean, std,
+            adversarial = torch.cat([attack(name, model, clean[i:i + 256], on_device[i:i + 256], epsilon, mean, std,
                                             steps) for i in range(0, len(clean), 256)])
             adv_scores, adv_pred = scores_of(model, adversarial, train_feats, train_labels, bandwidth)
             pairs = ((clean_pred == labels) & (adv_pred != labels)) if keep == "successful" \
@@ -201,10 +203,12 @@ def cli(argv=None) -> None:
     parser.add_argument("--bandwidth", type=positive_float, default=1.5, help="KDE bandwidth on the features")
     parser.add_argument("--max-images", type=positive_int, default=2000)
     parser.add_argument("--out", type=output_path, default=None, help="where to write detect_table.md")
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     try:
-        results = [detect(r, args.epsilon, args.attacks, args.bandwidth, args.max_images, args.keep, args.steps)
-                   for r in args.run_dirs]
+        device = resolve_device(args.device)
+        results = [detect(r, args.epsilon, args.attacks, args.bandwidth, args.max_images, args.keep, args.steps,
+                          device) for r in args.run_dirs]
     except UserError as e:
         fail("lgm-gcp-detect", e)
     text = table(results)

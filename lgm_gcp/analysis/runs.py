@@ -11,7 +11,7 @@ import yaml
 
 from lgm_gcp.config.instantiate import instantiate
 from lgm_gcp.engine import checkpoint
-from lgm_gcp.errors import RunFolderError
+from lgm_gcp.errors import ConfigError, RunFolderError
 from lgm_gcp.models.build import build_model
 from lgm_gcp.weights import load_weights
 
@@ -49,6 +49,24 @@ def run_folder(run_dir: str | Path) -> Path:
     return run_dir
 
 
+def resolve_device(name: str) -> torch.device:
+    """``--device``: ``auto`` is the first CUDA device where there is one, else the CPU; a CUDA device
+    asked for where none is visible is a one-line ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name} is not a device; give auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} but no CUDA device is visible; use --device cpu")
+    return device
+
+
+def add_device_argument(parser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA where there is one, else cpu) | cpu | cuda[:N]")
+
+
 def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu"):
     """Returns (config dict, data, network in eval mode). A run of ``lgm-gcp-eval`` has no
     checkpoint: its network is loaded from the ``weights`` file its config names."""
@@ -72,8 +90,9 @@ def load_run(run_dir: str | Path, which: str = "best", device: str = "cpu"):
 @torch.no_grad()
 def features_of(model, batches) -> tuple:
     """Features (N, D) and labels (N,) of every batch."""
+    device = next(model.parameters()).device
     feats, labels = [], []
     for images, y in batches:
-        feats.append(model.features(images))
-        labels.append(y)
+        feats.append(model.features(images.to(device)))
+        labels.append(y.to(device))
     return torch.cat(feats), torch.cat(labels)

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lgm_gcp.analysis.runs import load_run, read_json, read_yaml, run_folder
+from lgm_gcp.analysis.runs import add_device_argument, load_run, read_json, read_yaml, resolve_device, run_folder
 from lgm_gcp.errors import ConfigError, RunFolderError, UserError, fail, one_line_parser, output_path, positive_int
 from lgm_gcp.robustness import corruptions as C
 from lgm_gcp.robustness import metrics as M
@@ -246,13 +246,14 @@ def cli(argv=None) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frost-dir", default=None, help="ImageNet-C's frost photographs (default: procedural)")
-    parser.add_argument("--device", default="cpu")
+    add_device_argument(parser)
     parser.add_argument("--out", type=output_path, default=None, help="where to write the table over runs (.md)")
     args = parser.parse_args(argv)
     settings = {"corruptions": args.corruptions, "severities": sorted(set(args.severities)),
                 "perturbations": args.perturbations, "protocol": args.protocol, "seed": args.seed,
                 "max_images": args.max_images, "frost_dir": args.frost_dir, "batch_size": args.batch_size}
     try:
+        args.device = resolve_device(args.device)
         if not args.corruptions and not args.perturbations:
             raise ConfigError("nothing to evaluate: give at least one corruption or perturbation")
         if args.frost_dir and not Path(args.frost_dir).is_dir():
