@@ -1,5 +1,5 @@
 """Does every loss × head compose? Trains each pair on the embedded digits demo and prints its test top-1
-per epoch: the check behind the README's "compose freely" (issue 23's goal: >= 95 % within 10 epochs).
+per epoch: the check behind docs/heads.md's "every loss on every head" (issue 23's goal: >= 95 % within 10 epochs).
 
     python benchmarks/every_pair.py [overrides, e.g. dataset=fashion_mnist] [--epochs 10]
                                     [--losses softmax lgm large_margin] [--heads gap gcp 3g]

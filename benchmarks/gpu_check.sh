@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU tier and the GPU benchmarks in one go (under 8 minutes on one GPU): run it once on a GPU
-# machine and put its figures in the README. Output: stdout, and a copy in ${1:-gpu_check.log}.
+# machine and put its figures in docs/benchmarks.md. Output: stdout, and a copy in ${1:-gpu_check.log}.
 #   bash benchmarks/gpu_check.sh [LOG]
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -406,7 +406,7 @@ def test_every_loss_composes_with_every_head(loss, head):
     from conftest import resolved
 
     extra = [] if head == "gap" else ["head.dim=8"]
-    if (loss, head) == ("lgm", "3g"):  # refused while L-GM's pull terms are on (README: every loss on every head)
+    if (loss, head) == ("lgm", "3g"):  # refused while L-GM pulls (docs/heads.md)
         with pytest.raises(ConfigError, match="loss=lgm with head=3g does not train: .* loss.likelihood_weight=0"):
             resolved(f"loss={loss}", f"head={head}", *extra)
         extra += ["loss.likelihood_weight=0", "loss.margin.value=0", "loss.margin.max=0"]

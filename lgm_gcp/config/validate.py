@@ -90,7 +90,7 @@ def check_lengths(cfg: DictConfig) -> None:
 
 
 def check_composition(cfg: DictConfig) -> None:
-    """Refuse the one loss × head pair measured not to train (README, "Every loss on every head")."""
+    """Refuse the one loss × head pair measured not to train (docs/heads.md, "Every loss on every head")."""
     head, loss = OmegaConf.select(cfg, "head._target_", default=""), OmegaConf.select(cfg, "loss._target_", default="")
     if not (str(head).endswith("ThreeGHead") and str(loss).endswith("LGMLoss")):
         return

@@ -109,7 +109,7 @@ def fitting_match(model: torch.nn.Module, state: dict, path: str | Path, layout:
     if m.missing or m.unexpected or m.mismatched:
         raise CheckpointError(f"weights={path} does not fit this network (closest layout: {m.layout}): "
                               f"{describe_problems(m)}; check the experiment preset matches the checkpoint "
-                              "(see README, Released weights), or start from a backbone alone with "
+                              "(see docs/weights.md), or start from a backbone alone with "
                               "backbone.weights=FILE")
     return m
 
