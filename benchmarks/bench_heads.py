@@ -28,6 +28,7 @@ import torch
 from _timing import ratio_quartiles, round_times
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from lgm_gcp.markdown import markdown_header, markdown_row
 from lgm_gcp.models.heads.covariance import CovarianceSqrt, covariance, eigh_sqrt, triu_vec
 from lgm_gcp.models.heads.gram import gram_isqrt
 
@@ -92,8 +93,7 @@ def main():
           "goals, issue 23: ours <= 0.05 / 0.2 at d 256, M 49 / 196, <= 0.15 at d 128, M 49)")
     cases = {"ours": ours, "gram": gram, "gram mm": gram_mm, "matmul": matmul, "spectral": spectral, "plain": plain,
              "eigh": eigh, "eigh only": eigh_only}
-    print("| threads | B | d | M | reference ms | " + " | ".join(cases) + " |")
-    print("|---" * (5 + len(cases)) + "|")
+    print(markdown_header(["threads", "B", "d", "M", "reference ms", *cases]))
     for threads in args.threads:
         torch.set_num_threads(threads)
         for b in args.batches:
@@ -108,7 +108,7 @@ def main():
                         low, mid, high = ratio_quartiles(times, name, "reference")
                         cells.append(f"{mid:.2f} ({low:.2f}–{high:.2f})" if name == "ours" else f"{mid:.2f}")
                     ref_ms = 1000 * statistics.median(times["reference"])
-                    print(f"| {threads} | {b} | {d} | {m} | {ref_ms:.1f} | " + " | ".join(cells) + " |", flush=True)
+                    print(markdown_row([threads, b, d, m, f"{ref_ms:.1f}", *cells]), flush=True)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from _timing import ratio_quartiles, round_times
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from lgm_gcp.losses.large_margin import LargeMarginLoss
 from lgm_gcp.losses.lgm import LGMLoss
+from lgm_gcp.markdown import markdown_header, markdown_row
 
 from references import large_margin_in_softmax  # noqa: E402
 
@@ -127,9 +128,8 @@ def main():
     print(f"device {args.device}, B = {b}, C = {c}; fwd+bwd, medians over {args.rounds} interleaved rounds of "
           f"{args.number} runs; ratios to Linear + CE (median of per-round ratios, interquartile range in brackets); "
           "peak = extra RSS of ours (CPU)")
-    print("| loss | threads | D | Linear + CE ms | ours ms | ours ratio | reference ms | reference ratio | goal | "
-          "peak MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(markdown_header(["loss", "threads", "D", "Linear + CE ms", "ours ms", "ours ratio", "reference ms",
+                           "reference ratio", "goal", "peak MB"]))
     for threads in args.threads:
         torch.set_num_threads(threads)
         for d in args.dims:
@@ -140,9 +140,9 @@ def main():
                 (low, ours, high), (_, ref, _) = (ratio_quartiles(times, n, "linear+ce") for n in (name, ref_name))
                 ok = "met" if ours <= GOALS[name] else "not met"
                 peak = max(peak_mb(name, b, c, d), 0.0) if args.device == "cpu" else float("nan")
-                print(f"| {name} | {threads} | {d} | {ms['linear+ce']:.1f} | {ms[name]:.1f} | "
-                      f"{ours:.2f} ({low:.2f}–{high:.2f}) | {ms[ref_name]:.1f} | {ref:.2f} | "
-                      f"<= {GOALS[name]} ({ok}) | {peak:.0f} |", flush=True)
+                print(markdown_row([name, threads, d, f"{ms['linear+ce']:.1f}", f"{ms[name]:.1f}",
+                                    f"{ours:.2f} ({low:.2f}–{high:.2f})", f"{ms[ref_name]:.1f}", f"{ref:.2f}",
+                                    f"<= {GOALS[name]} ({ok})", f"{peak:.0f}"]), flush=True)
 
 
 if __name__ == "__main__":

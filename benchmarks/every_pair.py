@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from lgm_gcp.config.compose import compose
 from lgm_gcp.engine.train import run
 from lgm_gcp.errors import ConfigError
+from lgm_gcp.markdown import markdown_header, markdown_row
 
 GOAL = 95.0
 
@@ -32,21 +33,20 @@ def main():
     parser.add_argument("--heads", nargs="+", default=["gap", "gcp", "3g"])
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    print("| loss | head | test top-1 by epoch | final | >= 95 % | s |")
-    print("|---|---|---|---|---|---|")
+    print(markdown_header(["loss", "head", "test top-1 by epoch", "final", ">= 95 %", "s"]))
     for loss, head in itertools.product(args.losses, args.heads):
         try:
             cfg = compose([f"loss={loss}", f"head={head}", f"trainer.max_epochs={args.epochs}",
                            "trainer.progress=false", *args.overrides])
         except ConfigError as e:  # a composition the config refuses, with its reason
-            print(f"| {loss} | {head} | refused: {e} | | | |", flush=True)
+            print(markdown_row([loss, head, f"refused: {e}", "", "", ""]), flush=True)
             continue
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as d:
             summary = run(OmegaConf.to_container(cfg, resolve=True), d)
         top1 = [e["test_top1"] for e in summary["epochs"]]
-        print(f"| {loss} | {head} | {' '.join(f'{t:.1f}' for t in top1)} | {top1[-1]:.2f} | "
-              f"{'yes' if top1[-1] >= GOAL else 'NO'} | {time.perf_counter() - start:.0f} |", flush=True)
+        print(markdown_row([loss, head, " ".join(f"{t:.1f}" for t in top1), f"{top1[-1]:.2f}",
+                            "yes" if top1[-1] >= GOAL else "NO", f"{time.perf_counter() - start:.0f}"]), flush=True)
     print(json.dumps({"overrides": args.overrides, "epochs": args.epochs}))
 
 

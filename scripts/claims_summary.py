@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from lgm_gcp.analysis.table import load_runs
+from lgm_gcp.markdown import markdown_header, markdown_row, markdown_table
 
 LOSSES = {"softmax": "softmax", "lgm": "L-GM", "large_margin": "large-margin"}
 HEADS = {"gap": "GAP", "gcp": "GCP"}
@@ -57,20 +58,21 @@ def difference(a: dict, b: dict) -> tuple[list, str, str]:
 def render(cells: dict) -> str:
     seeds = sorted({s for runs in cells.values() for s in runs})
     lines = ["### Fashion-MNIST: test top-1 (%), final epoch, mean ± std over seeds "
-             f"({', '.join(map(str, seeds))}); best epoch [chosen on the test set] beside it", "",
-             "| loss | " + " | ".join(HEADS.values()) + " |", "|---" * (len(HEADS) + 1) + "|"]
+             f"({', '.join(map(str, seeds))}); best epoch [chosen on the test set] beside it", ""]
+    rows = []
     for loss, loss_label in LOSSES.items():
-        row = []
+        row = [loss_label]
         for head in HEADS:
             runs = cells.get(("grid", loss, head), {})
             row.append(f"{mean_std(v[0] for v in runs.values())} [best {mean_std(v[1] for v in runs.values())}]")
-        lines.append(f"| {loss_label} | " + " | ".join(row) + " |")
-    lines += ["", "### The claims, as per-seed differences of the final test top-1 (percentage points)", "",
-              "| claim | where | per seed | mean ± std | exceeds its spread |", "|---|---|---|---|---|"]
+        rows.append(row)
+    lines += [markdown_table(["loss", *HEADS.values()], rows), "",
+              "### The claims, as per-seed differences of the final test top-1 (percentage points)", "",
+              markdown_header(["claim", "where", "per seed", "mean ± std", "exceeds its spread"])]
 
     def claim(text, where, a, b):
         diffs, stat, verdict = difference(a, b)
-        lines.append(f"| {text} | {where} | {' '.join(f'{d:+.2f}' for d in diffs)} | {stat} | {verdict} |")
+        lines.append(markdown_row([text, where, " ".join(f"{d:+.2f}" for d in diffs), stat, verdict]))
 
     for loss in ("lgm", "large_margin"):
         for head, head_label in HEADS.items():

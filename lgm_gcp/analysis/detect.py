@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from lgm_gcp.analysis.runs import add_device_argument, features_of, load_run, resolve_device
 from lgm_gcp.errors import UserError, fail, one_line_parser, output_path, positive_float, positive_int, unit_interval
 from lgm_gcp.losses.lgm import LGMLoss
+from lgm_gcp.markdown import markdown_table
 
 
 def fgsm(model, images: torch.Tensor, targets: torch.Tensor, epsilon: float, mean: torch.Tensor,
@@ -144,17 +145,15 @@ def detect(run_dir: str | Path, epsilons=(0.1,), attacks=("fgsm",), bandwidth: f
 def table(results: list) -> str:
     """One markdown table over runs × attacks × ε."""
     scores = sorted({k for r in results for e in r["results"] for k in e["auc"]})
-    lines = ["| run | attack | ε | pairs | clean acc % | adv acc % | " + " | ".join(f"AUC {s}" for s in scores) + " |",
-             "|---" * (6 + len(scores)) + "|"]
-    for r in results:
-        for e in r["results"]:
-            aucs = " | ".join("-" if e["auc"].get(s) is None else f"{e['auc'][s]:.3f}" for s in scores)
-            lines.append(f"| {Path(r['run_dir']).name} | {e['attack']} | {e['epsilon']:g} | {e['pairs']} | "
-                         f"{r['clean_accuracy']:.1f} | {e['adversarial_accuracy']:.1f} | {aucs} |")
+    header = ["run", "attack", "ε", "pairs", "clean acc %", "adv acc %", *(f"AUC {s}" for s in scores)]
+    rows = [[Path(r["run_dir"]).name, e["attack"], f"{e['epsilon']:g}", e["pairs"], f"{r['clean_accuracy']:.1f}",
+             f"{e['adversarial_accuracy']:.1f}",
+             *("-" if e["auc"].get(s) is None else f"{e['auc'][s]:.3f}" for s in scores)]
+            for r in results for e in r["results"]]
     keeps = {r["keep"] for r in results}
     note = ("pairs: clean correct and adversarial misclassified" if keeps == {"successful"}
             else "pairs: every test image" if keeps == {"all"} else "pairs: per run, see detect.json")
-    return "\n".join(lines) + f"\n\n{note}; clean images are the positives.\n"
+    return markdown_table(header, rows) + f"\n\n{note}; clean images are the positives.\n"
 
 
 def _train_batches(data):

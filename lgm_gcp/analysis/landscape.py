@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from lgm_gcp.errors import ConfigError, RunFolderError, UserError, fail, one_line_parser, output_path
+from lgm_gcp.markdown import markdown_table
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6)
 
@@ -141,12 +142,12 @@ def band_widths(probes: list) -> tuple:
 
 
 def width_table(run_dirs: Sequence[str | Path], labels: Sequence[str] | None) -> str:
-    lines = ["| run | probes | mean loss range | mean gradient-distance range |", "|---|---|---|---|"]
+    rows = []
     for i, run_dir in enumerate(run_dirs):
         probes = read_probes(Path(run_dir))
         loss, grad = band_widths(probes)
-        lines.append(f"| {labels[i] if labels else Path(run_dir).name} | {len(probes)} | {loss:.4g} | {grad:.4g} |")
-    return "\n".join(lines) + "\n"
+        rows.append([labels[i] if labels else Path(run_dir).name, len(probes), f"{loss:.4g}", f"{grad:.4g}"])
+    return markdown_table(["run", "probes", "mean loss range", "mean gradient-distance range"], rows) + "\n"
 
 
 def plot(run_dirs: Sequence[str | Path], labels: Sequence[str] | None, out: Path) -> Path:

@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 from lgm_gcp.analysis.runs import read_json, read_yaml
 from lgm_gcp.config.schema import TableConfig
 from lgm_gcp.errors import ConfigError, RunFolderError, UserError, fail, one_line_parser, output_path
+from lgm_gcp.markdown import markdown_table
 
 
 @dataclass
@@ -209,14 +210,12 @@ def render_markdown(table: TableConfig, cells: Sequence[Cell]) -> str:
     lines = [f"### {table.title}", "", f"{intro}; mean ± std over seeds."
              + (f" Published: {table.source}." if table.source else ""), ""]
     columns = list(table.columns.labels.values())
-    lines.append("| | " + " | ".join(columns) + " |")
-    lines.append("|---" * (len(columns) + 1) + "|")
     by_key = {(c.row, c.column): c for c in cells}
-    for row in table.rows.labels.values():
-        lines.append(f"| {row} | " + " | ".join(_format_cell(by_key[(row, c)], n) for c in columns) + " |")
+    lines.append(markdown_table(["", *columns], [[row, *(_format_cell(by_key[(row, c)], n) for c in columns)]
+                                                 for row in table.rows.labels.values()]))
     if table.references:
-        lines += ["", "Published, not trained here:", "", "| model | published |", "|---|---|"]
-        lines += [f"| {label} | {value} |" for label, value in table.references.items()]
+        lines += ["", "Published, not trained here:", "",
+                  markdown_table(["model", "published"], table.references.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -266,14 +265,16 @@ def plot_curves(path: Path, table: TableConfig, cells: Sequence[Cell]) -> None:
 
 
 def run_listing(runs: Sequence[Run]) -> str:
-    lines = ["| run | status | test_top1 | test_top5 | best test_top1 |", "|---|---|---|---|---|"]
+    def fmt(v):
+        return "" if v is None else f"{v:.2f}"
+
+    rows = []
     for run in runs:
         final = (run.metrics or {}).get("final") or {}
         best = (run.metrics or {}).get("best") or {}
-        fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
-        lines.append(f"| {run.path.name} | {run.status} | {fmt(final.get('test_top1'))} | "
-                     f"{fmt(final.get('test_top5'))} | {fmt(best.get('test_top1'))} |")
-    return "\n".join(lines) + "\n"
+        rows.append([run.path.name, run.status, fmt(final.get("test_top1")), fmt(final.get("test_top5")),
+                     fmt(best.get("test_top1"))])
+    return markdown_table(["run", "status", "test_top1", "test_top5", "best test_top1"], rows) + "\n"
 
 
 def make_table(dirs: Sequence[str | Path], name: str | None, out: Path) -> str:

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from lgm_gcp.analysis.runs import add_device_argument, load_run, read_json, read_yaml, resolve_device, run_folder
 from lgm_gcp.errors import ConfigError, RunFolderError, UserError, fail, one_line_parser, output_path, positive_int
+from lgm_gcp.markdown import markdown_table
 from lgm_gcp.robustness import corruptions as C
 from lgm_gcp.robustness import metrics as M
 from lgm_gcp.robustness import perturbations as P
@@ -192,21 +193,17 @@ def detail_table(result: dict) -> str:
              f"{result['settings']['images']} images, baseline {result['baseline'] or 'none'})", "",
              f"clean error {_fmt(c.get('clean_error', 100 * result['clean_error']))} %", ""]
     if result["errors"]:
-        lines += ["| corruption | " + " | ".join(f"s{s} err %" for s in sev) + " | CE | relative CE |",
-                  "|---" * (len(sev) + 3) + "|"]
-        for name, errs in result["errors"].items():
-            ce = (c["CE"] or {}).get(name)
-            rel = (c["relative_CE"] or {}).get(name)
-            lines.append(f"| {name} | " + " | ".join(f"{100 * e:.1f}" for e in errs) + f" | {_fmt(ce)} | {_fmt(rel)} |")
+        lines.append(markdown_table(
+            ["corruption", *(f"s{s} err %" for s in sev), "CE", "relative CE"],
+            [[name, *(f"{100 * e:.1f}" for e in errs), _fmt((c["CE"] or {}).get(name)),
+              _fmt((c["relative_CE"] or {}).get(name))] for name, errs in result["errors"].items()]))
         lines += ["", f"mean error {_fmt(c['mean_error'])} %, mCE {_fmt(c['mCE'])}, "
                       f"relative mCE {_fmt(c['relative_mCE'])}", ""]
     if result["FP"]:
-        lines += ["| perturbation | FP % | T5D | FR | T5D ratio |", "|---|---|---|---|---|"]
-        for name in result["FP"]:
-            fr = (p["FR"] or {}).get(name)
-            tr = (p["T5D_ratio"] or {}).get(name)
-            lines.append(f"| {name} | {100 * result['FP'][name]:.2f} | {result['T5D'][name]:.3f} | {_fmt(fr)} | "
-                         f"{_fmt(tr)} |")
+        lines.append(markdown_table(
+            ["perturbation", "FP %", "T5D", "FR", "T5D ratio"],
+            [[name, f"{100 * result['FP'][name]:.2f}", f"{result['T5D'][name]:.3f}", _fmt((p["FR"] or {}).get(name)),
+              _fmt((p["T5D_ratio"] or {}).get(name))] for name in result["FP"]]))
         lines += ["", f"mean FP {_fmt(p['mean_FP'], 2)} %, mean T5D {_fmt(p['mean_T5D'], 3)}, mFP {_fmt(p['mFP'])}, "
                       f"mT5D {_fmt(p['mT5D'])}", ""]
     if result["summary"]["undefined"]:
@@ -216,15 +213,13 @@ def detail_table(result: dict) -> str:
 
 
 def summary_table(results: list) -> str:
-    lines = ["| run | baseline | images | clean err % | mean err % | mCE | relative mCE | mean FP % | mean T5D | mFP "
-             "| mT5D |", "|---" * 11 + "|"]
-    for r in results:
-        s = r["summary"]
-        lines.append(f"| {Path(r['run_dir']).name} | {Path(r['baseline']).name if r['baseline'] else 'none'} | "
-                     f"{r['settings']['images']} | {_fmt(s['clean_error'])} | {_fmt(s['mean_error'])} | "
-                     f"{_fmt(s['mCE'])} | {_fmt(s['relative_mCE'])} | {_fmt(s['mean_FP'], 2)} | "
-                     f"{_fmt(s['mean_T5D'], 3)} | {_fmt(s['mFP'])} | {_fmt(s['mT5D'])} |")
-    return "\n".join(lines) + "\n"
+    header = ["run", "baseline", "images", "clean err %", "mean err %", "mCE", "relative mCE", "mean FP %",
+              "mean T5D", "mFP", "mT5D"]
+    rows = [[Path(r["run_dir"]).name, Path(r["baseline"]).name if r["baseline"] else "none", r["settings"]["images"],
+             _fmt(s["clean_error"]), _fmt(s["mean_error"]), _fmt(s["mCE"]), _fmt(s["relative_mCE"]),
+             _fmt(s["mean_FP"], 2), _fmt(s["mean_T5D"], 3), _fmt(s["mFP"]), _fmt(s["mT5D"])]
+            for r in results for s in [r["summary"]]]
+    return markdown_table(header, rows) + "\n"
 
 
 def _test_size(data) -> int:
