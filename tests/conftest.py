@@ -16,6 +16,15 @@ def pytest_configure(config):
 TINY = ["backbone.widths=[8,16]", "trainer.max_epochs=2", "trainer.batch_size=64", "trainer.progress=false"]
 
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def conf_options(group: str) -> list:
+    """The options of a config group, as conf/ holds them: tests parametrised by this cover a new option
+    the day its YAML is added."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
 def compose(*overrides):
     from lgm_gcp.config.compose import compose as _compose
 

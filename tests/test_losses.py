@@ -397,27 +397,6 @@ def test_large_margin_finite_in_fp16_and_close_to_fp32_in_bf16():
     assert torch.isfinite(low) and low.item() == pytest.approx(crit(x, y)[0].item(), abs=1e-2)
 
 
-@pytest.mark.parametrize("loss", ["softmax", "lgm", "large_margin"])
-@pytest.mark.parametrize("head", ["gap", "gcp", "3g"])
-def test_every_loss_composes_with_every_head(loss, head):
-    from lgm_gcp.errors import ConfigError
-    from lgm_gcp.models.build import build_model
-
-    from conftest import resolved
-
-    extra = [] if head == "gap" else ["head.dim=8"]
-    if (loss, head) == ("lgm", "3g"):  # refused while L-GM pulls (docs/heads.md)
-        with pytest.raises(ConfigError, match="loss=lgm with head=3g does not train: .* loss.likelihood_weight=0"):
-            resolved(f"loss={loss}", f"head={head}", *extra)
-        extra += ["loss.likelihood_weight=0", "loss.margin.value=0", "loss.margin.max=0"]
-    model = build_model(resolved(f"loss={loss}", f"head={head}", *extra), 10, 1)
-    x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
-    total, logits, logs = model(x, y, step=0)
-    total.backward()
-    assert logits.shape == (4, 10) and torch.isfinite(total)
-    assert all(p.grad is not None for p in model.criterion.parameters() if p.requires_grad)
-
-
 def test_fused_squared_distances_gradcheck_and_agree_with_broadcast():
     from lgm_gcp.losses.lgm import SquaredDistances
 

@@ -1,4 +1,4 @@
-"""Training robustness and speed options: AMP, channels_last, compile, EMA, clipping, non-finite
+"""Fault tolerance and the speed options: AMP, channels_last, compile, EMA, clipping, non-finite
 guards, crash-safe resume (SIGKILL at a random step), preemption (SIGTERM), checkpoint fallback."""
 
 import json
@@ -24,9 +24,16 @@ def weights(run_dir, key="model"):
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_amp_trains_finite_and_saves_the_scaler_for_fp16(tmp_path, amp):
-    summary = run(resolved(*BASE, "trainer.max_epochs=1", f"trainer.amp={amp}", "head=gcp", "head.dim=8"), tmp_path)
-    assert summary["status"] == "finished" and summary["final"]["test_loss"] < 10
+def test_amp_trains_like_float32_and_saves_the_scaler_for_fp16(tmp_path, amp):
+    """One epoch of GCP (whose covariance and root stay in fp32) under autocast follows the float32 run
+    of the same seed: measured here, the losses agree to 3e-3 (2.2352 fp32, 2.2328 bf16, 2.2354 fp16)."""
+    cfg = [*BASE, "trainer.max_epochs=1", "head=gcp", "head.dim=8"]
+    summary = run(resolved(*cfg, f"trainer.amp={amp}"), tmp_path / amp)
+    plain = run(resolved(*cfg), tmp_path / "fp32")
+    assert summary["status"] == "finished" and summary["epochs"][0]["skipped_steps"] == 0
+    for key in ("train_loss", "test_loss"):
+        assert summary["final"][key] == pytest.approx(plain["final"][key], abs=0.02)
+    tmp_path = tmp_path / amp
     ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert (ckpt["scaler"] is not None) == (amp == "fp16")
 
