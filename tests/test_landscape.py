@@ -7,8 +7,10 @@ import json
 import pytest
 import torch
 
-from lgm_gcp.analysis.landscape import cli, probe, split_after_stem, step_sizes
+from lgm_gcp.analysis.landscape import cli
+from lgm_gcp.engine.landscape import probe, step_sizes
 from lgm_gcp.engine.train import run
+from lgm_gcp.models.backbones.stem import split_after_stem
 from lgm_gcp.models.build import build_model
 
 from conftest import resolved

@@ -145,11 +145,16 @@ def test_mobilenet_recipe_gives_relu6_reduction_dropout_and_normal_init():
 def test_torchvision_weights_load(tmp_path):
     reference = tvm.resnet18()
     torch.save(reference.state_dict(), tmp_path / "r18.pth")
-    model = build("resnet18", "gap", 10, f"backbone.weights={tmp_path / 'r18.pth'}")
+    from lgm_gcp.assemble import build_network
+
+    def build_with_weights(path):  # backbone.weights is applied above models (lgm_gcp/assemble.py)
+        return build_network(resolved("backbone=resnet18", "head=gap", f"backbone.weights={path}"), 10, 3)[0]
+
+    model = build_with_weights(tmp_path / "r18.pth")
     torch.testing.assert_close(model.backbone.features.layer3[0].conv1.weight, reference.layer3[0].conv1.weight)
     torch.save(tvm.resnet34().state_dict(), tmp_path / "r34.pth")
     with pytest.raises(Exception, match="96 file tensors the model lacks"):
-        build("resnet18", "gap", 10, f"backbone.weights={tmp_path / 'r34.pth'}")
+        build_with_weights(tmp_path / "r34.pth")
 
 
 def test_large_margin_vgg16_preset_is_torchvisions_vgg16_bn():
@@ -231,7 +236,10 @@ def test_adapted_input_conv_sums_or_repeats_the_rgb_kernel():
 def test_torchvision_weights_then_a_grey_stem(backbone, stem, tmp_path):
     reference = getattr(tvm, backbone)()
     torch.save(reference.state_dict(), tmp_path / "w.pth")
-    model = build_model(resolved(f"backbone={backbone}", "head=gap", f"backbone.weights={tmp_path / 'w.pth'}"), 5, 1)
+    from lgm_gcp.assemble import build_network
+
+    cfg = resolved(f"backbone={backbone}", "head=gap", f"backbone.weights={tmp_path / 'w.pth'}")
+    model, _ = build_network(cfg, 5, 1)  # 1 channel: the RGB kernel summed after the weights load
     first = model.backbone.features.get_submodule(stem) if backbone != "mobilenet_v2" else model.backbone.features[0][0]
     reference_first = reference.conv1 if backbone == "resnet18" else reference.features[0][0]
     torch.testing.assert_close(first.weight, reference_first.weight.sum(1, keepdim=True))

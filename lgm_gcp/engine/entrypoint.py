@@ -19,11 +19,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lgm_gcp.analysis.landscape import probe_hook
 from lgm_gcp.config import ConfigError, register_schemas, validate
 from lgm_gcp.config.compose import compose, compose_with_choices, resolved_sweep_dir, sweep_safe
 from lgm_gcp.config.resolvers import unique_dir
 from lgm_gcp.engine import distributed
+from lgm_gcp.engine.landscape import probe_hook
 from lgm_gcp.engine.launch import launch, setup_worker_logging
 from lgm_gcp.engine.runlock import check_run_dir
 from lgm_gcp.engine.sweep import SWEEP_DIRS, summary

@@ -18,19 +18,18 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from lgm_gcp.analysis.landscape import probe_hook
+from lgm_gcp.assemble import build_network
 from lgm_gcp.config.instantiate import instantiate
 from lgm_gcp.engine import checkpoint, distributed
 from lgm_gcp.engine.ema import ModelEma
+from lgm_gcp.engine.landscape import probe_hook
 from lgm_gcp.engine.record import append_environment
 from lgm_gcp.engine.runlock import RunLock
 from lgm_gcp.engine.runlog import RunLogger, progress
 from lgm_gcp.engine.signals import Preemption
 from lgm_gcp.errors import CheckpointError, ConfigError, NonFiniteError
 from lgm_gcp.loggers import start_trackers
-from lgm_gcp.models.build import build_model
 from lgm_gcp.optim import set_lr
-from lgm_gcp.weights import load_weights
 
 log = logging.getLogger("lgm_gcp")
 AMP_DTYPES = {False: None, "false": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -350,8 +349,7 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
                 raise ConfigError("eval.only=true evaluates the weights of a file: give weights=FILE")
             data = instantiate(cfg["dataset"], ten_crop=cfg["eval"]["ten_crop"],
                                num_workers=tcfg["num_workers"], prefetch_factor=tcfg["prefetch_factor"])
-            model = build_model(cfg, data.num_classes, data.in_channels)
-            weights = load_weights(model, cfg["weights"]) if cfg["weights"] else None
+            model, weights = build_network(cfg, data.num_classes, data.in_channels)
             model = model.to(env.device)
             if tcfg["channels_last"]:
                 model = model.to(memory_format=torch.channels_last)

@@ -5,7 +5,7 @@ falling back to the plain default below; an explicit value always wins."""
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from lgm_gcp.config.instantiate import instantiate, locate
 from lgm_gcp.models.network import Network
@@ -23,19 +23,30 @@ def _resolve_auto(cfg: Mapping[str, Any], recipe: Mapping[str, Any]) -> dict:
     return out
 
 
-def build_backbone(backbone_cfg: Mapping[str, Any], head_cfg: Mapping[str, Any], in_channels: int):
+def build_backbone(backbone_cfg: Mapping[str, Any], head_cfg: Mapping[str, Any], in_channels: int,
+                   load_backbone: Callable | None = None):
+    """The backbone; with ``backbone.weights`` it is built for 3 channels, filled by
+    ``load_backbone(backbone, path)`` (``lgm_gcp.assemble`` passes the weights package's loader; without
+    one the file is not read, as for a shape check), and only then adapted to ``in_channels``."""
     cfg = dict(backbone_cfg)
+    weights = cfg.pop("weights", None)
     if cfg.get("last_stride") == "auto":
         cfg["last_stride"] = locate(head_cfg["_target_"], "head").preferred_last_stride
     target = locate(cfg["_target_"], "backbone")
     takes = inspect.signature(target).parameters
     if "in_channels" in takes or any(p.kind is p.VAR_KEYWORD for p in takes.values()):
-        cfg["in_channels"] = in_channels
-    return instantiate(cfg)
+        cfg["in_channels"] = 3 if weights else in_channels
+    backbone = instantiate(cfg)
+    if weights:
+        if load_backbone is not None:
+            load_backbone(backbone, weights)
+        backbone.set_in_channels(in_channels)
+    return backbone
 
 
-def build_model(cfg: Mapping[str, Any], num_classes: int, in_channels: int) -> Network:
-    backbone = build_backbone(cfg["backbone"], cfg["head"], in_channels)
+def build_model(cfg: Mapping[str, Any], num_classes: int, in_channels: int,
+                load_backbone: Callable | None = None) -> Network:
+    backbone = build_backbone(cfg["backbone"], cfg["head"], in_channels, load_backbone)
     recipe = getattr(backbone, "recipe", {}) or {}
     head = instantiate(_resolve_auto(cfg["head"], recipe), in_channels=backbone.out_channels)
     criterion = instantiate(_resolve_auto(cfg["loss"], recipe), in_features=head.out_features, num_classes=num_classes)

@@ -10,8 +10,9 @@ stride 1 (ShuffleNetV2 also drops its max-pool); VGG has no CIFAR stem (use ``la
 ``in_channels`` other than 3 replaces the first conv, as timm's ``in_chans`` does: after any weights
 are loaded, its kernel is summed over the RGB channels (1 channel) or repeated and scaled by
 3/in_channels (more), so pretrained filters keep their response to a grey or multi-band image.
-``weights``: a local file holding this backbone (a torchvision state dict, a released checkpoint of a
-reference repository, an lgm-gcp checkpoint); its other tensors are left out, nothing downloads.
+``backbone.weights``: a local file holding this backbone (a torchvision state dict, a released
+checkpoint of a reference repository, an lgm-gcp checkpoint), loaded by ``lgm_gcp/assemble.py`` above
+models and weights; its other tensors are left out, nothing downloads.
 """
 
 from __future__ import annotations
@@ -45,14 +46,20 @@ class TorchvisionBackbone(nn.Module):
         self.out_channels = out_channels
         self.recipe = recipe
         self._forward_fn = forward_fn
+        self.input_conv = None  # (parent, name or index) of the first conv, for set_in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward_fn(self.features, x) if self._forward_fn else self.features(x)
 
-    def load_torchvision_weights(self, path: str) -> None:
-        from lgm_gcp.weights.load import load_backbone_weights
-
-        load_backbone_weights(self, path)
+    def set_in_channels(self, in_channels: int) -> None:
+        """Replace the first conv by one taking ``in_channels`` (``adapt_input_conv``), after any weights."""
+        if in_channels == 3 or self.input_conv is None:
+            return
+        parent, key = self.input_conv
+        if isinstance(key, int):
+            parent[key] = adapt_input_conv(parent[key], in_channels)
+        else:
+            setattr(parent, key, adapt_input_conv(getattr(parent, key), in_channels))
 
 
 def _resnet_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -79,18 +86,12 @@ def adapt_input_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     return new
 
 
-def _finish(backbone: TorchvisionBackbone, weights: str | None, in_channels: int = 3,
-            stem: tuple | None = None) -> TorchvisionBackbone:
-    """Load torchvision weights, then adapt the first conv ``getattr(stem[0], stem[1])`` (or
-    ``stem[0][stem[1]]``) to ``in_channels``."""
-    if weights:
-        backbone.load_torchvision_weights(weights)
-    if in_channels != 3 and stem is not None:
-        parent, key = stem
-        if isinstance(key, int):
-            parent[key] = adapt_input_conv(parent[key], in_channels)
-        else:
-            setattr(parent, key, adapt_input_conv(getattr(parent, key), in_channels))
+def _finish(backbone: TorchvisionBackbone, in_channels: int = 3, stem: tuple | None = None) -> TorchvisionBackbone:
+    """Record the first conv ``getattr(stem[0], stem[1])`` (or ``stem[0][stem[1]]``) and adapt it to
+    ``in_channels``. (``backbone.weights`` is loaded by ``lgm_gcp.assemble``, between the 3-channel
+    build and this adaptation.)"""
+    backbone.input_conv = stem
+    backbone.set_in_channels(in_channels)
     return backbone
 
 
@@ -100,7 +101,7 @@ def _no_cifar_stem(name: str, cifar_stem: bool) -> None:
                           "inputs to 1x1); use backbone=layer13 or a ResNet for CIFAR, or cifar_stem=false")
 
 
-def _resnet(builder, last_stride: Any = 2, cifar_stem: bool = False, weights: str | None = None, in_channels: int = 3):
+def _resnet(builder, last_stride: Any = 2, cifar_stem: bool = False, in_channels: int = 3):
     net = builder()
     del net.fc, net.avgpool
     if last_stride == 1:
@@ -110,7 +111,7 @@ def _resnet(builder, last_stride: Any = 2, cifar_stem: bool = False, weights: st
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         net.maxpool = nn.Identity()
     out = net.layer4[-1].conv3.out_channels if hasattr(net.layer4[-1], "conv3") else net.layer4[-1].conv2.out_channels
-    return _finish(TorchvisionBackbone(net, out, {}, _resnet_forward), weights, in_channels, (net, "conv1"))
+    return _finish(TorchvisionBackbone(net, out, {}, _resnet_forward), in_channels, (net, "conv1"))
 
 
 def resnet18(**kw):
@@ -133,7 +134,7 @@ def resnext50(**kw):
     return _resnet(tvm.resnext50_32x4d, **kw)
 
 
-def mobilenet_v2(last_stride: Any = 2, cifar_stem: bool = False, weights: str | None = None, in_channels: int = 3):
+def mobilenet_v2(last_stride: Any = 2, cifar_stem: bool = False, in_channels: int = 3):
     """Features through the final 1x1 ConvBNReLU6 (320 -> 1280), 7x7 at 224². Recipe: Dropout(0.2) +
     Linear with N(0, 0.01) init; GCP reduction with ReLU6 (the GCP study)."""
     features = tvm.mobilenet_v2().features
@@ -142,7 +143,7 @@ def mobilenet_v2(last_stride: Any = 2, cifar_stem: bool = False, weights: str | 
     if cifar_stem:
         features[0][0].stride = (1, 1)
     recipe = {"dropout": 0.2, "init": "normal", "activation": "relu6"}
-    return _finish(TorchvisionBackbone(features, 1280, recipe), weights, in_channels, (features[0], 0))
+    return _finish(TorchvisionBackbone(features, 1280, recipe), in_channels, (features[0], 0))
 
 
 def _shufflenet_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -150,7 +151,7 @@ def _shufflenet_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return net.conv5(net.stage4(net.stage3(net.stage2(x))))
 
 
-def shufflenet_v2(last_stride: Any = 2, cifar_stem: bool = False, weights: str | None = None, in_channels: int = 3):
+def shufflenet_v2(last_stride: Any = 2, cifar_stem: bool = False, in_channels: int = 3):
     """ShuffleNetV2 x1.0 through conv5 (464 -> 1024, BN, ReLU). Recipe: default Linear init, no
     dropout, GCP reduction with ReLU6 and PyTorch's default init of its 1x1 conv (as the GCP study's
     ShuffleNetV2, which initialises no layer itself)."""
@@ -162,10 +163,10 @@ def shufflenet_v2(last_stride: Any = 2, cifar_stem: bool = False, weights: str |
         net.conv1[0].stride = (1, 1)
         net.maxpool = nn.Identity()
     recipe = {"activation": "relu6", "reduce_init": "default"}
-    return _finish(TorchvisionBackbone(net, 1024, recipe, _shufflenet_forward), weights, in_channels, (net.conv1, 0))
+    return _finish(TorchvisionBackbone(net, 1024, recipe, _shufflenet_forward), in_channels, (net.conv1, 0))
 
 
-def vgg16_bn(last_stride: Any = 2, cifar_stem: bool = False, weights: str | None = None, in_channels: int = 3):
+def vgg16_bn(last_stride: Any = 2, cifar_stem: bool = False, in_channels: int = 3):
     """VGG-16-BN conv layers; ``last_stride=1`` drops the last max-pool (14x14, as MPN-COV VGG does).
     Recipe: MLP 4096-4096 with ReLU + Dropout(0.5), Linear N(0, 0.01)."""
     _no_cifar_stem("vgg16_bn", cifar_stem)
@@ -173,10 +174,10 @@ def vgg16_bn(last_stride: Any = 2, cifar_stem: bool = False, weights: str | None
     if last_stride == 1:
         features = features[:-1]
     recipe = {"mlp": [4096, 4096], "dropout": 0.5, "init": "normal"}
-    return _finish(TorchvisionBackbone(features, 512, recipe), weights, in_channels, (features, 0))
+    return _finish(TorchvisionBackbone(features, 512, recipe), in_channels, (features, 0))
 
 
-def vgg16_mod(last_stride: Any = 1, cifar_stem: bool = False, weights: str | None = None, in_channels: int = 3):
+def vgg16_mod(last_stride: Any = 1, cifar_stem: bool = False, in_channels: int = 3):
     """The large-margin paper's "VGG-16 mod" (its ``vgg16bow_bn``): VGG-16-BN whose last max-pool is
     replaced by a 1x1 conv (with bias) to 4096 channels + BN + ReLU (``last_stride`` is fixed by that
     design). As the reference builds it, every conv and linear layer starts from N(0, 0.01) with zero
@@ -192,14 +193,14 @@ def vgg16_mod(last_stride: Any = 1, cifar_stem: bool = False, weights: str | Non
         elif isinstance(m, nn.BatchNorm2d):
             m.eps = 1e-4
     recipe = {"mlp": [4096], "mlp_norm": 1e-4, "init": "normal"}
-    return _finish(TorchvisionBackbone(features, 4096, recipe), weights, in_channels, (features, 0))
+    return _finish(TorchvisionBackbone(features, 4096, recipe), in_channels, (features, 0))
 
 
 def _densenet_forward(features: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.relu(features(x))
 
 
-def densenet169(last_stride: Any = 2, cifar_stem: bool = False, weights: str | None = None, in_channels: int = 3):
+def densenet169(last_stride: Any = 2, cifar_stem: bool = False, in_channels: int = 3):
     """DenseNet-169 features + the final ReLU torchvision applies (1664 channels). CIFAR stem: a 3x3/1
     conv and no max-pool, as DenseNet's own CIFAR models."""
     features = tvm.densenet169().features
@@ -209,5 +210,5 @@ def densenet169(last_stride: Any = 2, cifar_stem: bool = False, weights: str | N
         features.conv0 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         nn.init.kaiming_normal_(features.conv0.weight)
         features.pool0 = nn.Identity()
-    return _finish(TorchvisionBackbone(features, 1664, {}, _densenet_forward), weights, in_channels,
+    return _finish(TorchvisionBackbone(features, 1664, {}, _densenet_forward), in_channels,
                    (features, "conv0"))
