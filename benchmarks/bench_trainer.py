@@ -88,7 +88,7 @@ def head_throughput(args) -> None:
             model = build_model(resolved(backbone, f"head={head}"), classes, channels).to(device)
             if args.channels_last:
                 model = model.to(memory_format=torch.channels_last)
-            opt = sgd(model, lr=0.01, momentum=0.9)
+            opt = sgd(model, lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0)
             step_model = torch.compile(model) if args.compile else model
             x = torch.randn(b, channels, size, size, device=device)
             if args.channels_last:

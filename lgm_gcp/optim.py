@@ -35,8 +35,9 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
     return list(groups.values())
 
 
-def sgd(model: nn.Module, lr: float, momentum: float = 0.9, nesterov: bool = False, weight_decay: float = 0.0,
+def sgd(model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float,
         decay_norm_and_bias: bool = True, classifier_lr_mult: float = 1.0) -> torch.optim.SGD:
+    """SGD over ``param_groups``; the defaults of every option live in the schema (``OptimizerConfig``)."""
     groups = param_groups(model, weight_decay, decay_norm_and_bias, classifier_lr_mult)
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
 

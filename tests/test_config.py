@@ -112,3 +112,38 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     result = run_cli("--cfg", "job", "loss.label_smoothing=0.2", cwd=tmp_path)
     assert result.returncode == 0
     assert "label_smoothing: 0.2" in result.stdout and "_target_: lgm_gcp.losses.softmax.SoftmaxLoss" in result.stdout
+
+
+def _schema_default(f):
+    import dataclasses
+
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+@pytest.mark.parametrize("path", sorted(p for g in ("dataset", "backbone", "head", "loss", "lr_policy", "optimizer",
+                                                    "trainer", "logger") for p in (CONF / g).glob("*.yaml")),
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_an_option_yaml_sets_only_what_differs_from_its_schema(path):
+    """The schema owns every default: a YAML option that restated one would be a second place to edit."""
+    import dataclasses
+
+    import yaml
+
+    from lgm_gcp.config.schema import SCHEMAS
+
+    data = yaml.safe_load(path.read_text()) or {}
+    (schema,) = [SCHEMAS[d.split("/")[2]][d.split("/")[3].split("@")[0]] for d in data["defaults"]
+                 if isinstance(d, str) and d.startswith("/schema/")]
+    repeated = []
+    for f in dataclasses.fields(schema):
+        default, value = _schema_default(f), data.get(f.name)
+        if f.name not in data or default is None:
+            continue
+        if dataclasses.is_dataclass(default):
+            repeated += [f"{f.name}.{g.name}" for g in dataclasses.fields(default)
+                         if g.name in value and value[g.name] == _schema_default(g)]
+        elif value == default:
+            repeated.append(f.name)
+    assert not repeated, f"{path} repeats its schema's defaults: {repeated}"

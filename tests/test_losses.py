@@ -266,7 +266,8 @@ def test_margin_schedule_stepup_t5_table():
 def test_margin_schedule_addup_and_default_cap():
     addup = MarginSchedule("ADDUP", value=0.1, step=1000, gamma=0.05, max=0.3)
     assert [round(addup(t), 10) for t in (0, 999, 1000, 3999, 4000, 9000)] == [0.1, 0.1, 0.15, 0.25, 0.3, 0.3]
-    assert MarginSchedule("STEPUP", value=0.5, step=10, gamma=4.0)(10) == 1.0  # default max = 1
+    # the default cap is the schema's, the Caffe CIFAR-100 example's 0.3: 0.5 · 4 clamped to 0.3
+    assert MarginSchedule("STEPUP", value=0.5, step=10, gamma=4.0)(10) == 0.3
     assert MarginSchedule("CONSTANT", value=0.7)(10**9) == 0.7
     assert MarginSchedule("STEPUP", value=2.0, step=10, gamma=2.0)(0) == 2.0  # the initial value is never clamped
     with pytest.raises(ValueError, match="STEPDOWN.*CONSTANT, STEPUP, ADDUP"):

@@ -251,7 +251,7 @@ class MarginScheduleConfig:
     step: int = count(5000)
     gamma: float = nonneg(2.0)
     min: float = nonneg(0.0)
-    max: float = nonneg(1.0)
+    max: float = nonneg(0.3)  # the Caffe CIFAR-100 example's cap
 
 
 @dataclass
@@ -353,7 +353,7 @@ class OptimizerConfig:
     _target_: str = MISSING
     _partial_: bool = True
     momentum: float = probability(0.9, high_open=True)
-    nesterov: bool = False
+    nesterov: bool = True
     weight_decay: float = nonneg(5e-4)
     decay_norm_and_bias: bool = True  # the references decay every parameter
     classifier_lr_mult: float = nonneg(1.0)
@@ -366,7 +366,7 @@ class OptimizerConfig:
 class TrainerConfig:
     max_epochs: int = count(30)
     max_steps: Optional[int] = count(None)  # end the run here (finished, as Caffe's max_iter); LR by max_epochs
-    batch_size: int = count(128)  # global batch, split across DDP ranks
+    batch_size: int = count(64)  # global batch, split across DDP ranks
     eval_batch_size: Optional[int] = count(None)
     devices: Any = count(1)  # int, or auto (every visible GPU; 1 on CPU)
     accelerator: str = one_of("auto", "auto", "cpu", "cuda")

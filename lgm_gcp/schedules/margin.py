@@ -7,7 +7,8 @@ After the first update α lies in [min, max], and from there the updates are mon
 α_k = clamp(f^{k−1}(α_1)) in closed form: equal to Caffe's step-by-step clamp for every start value,
 also one outside [min, max] (where clamp(f^k(value)) would not be).
 
-``max`` defaults to 1, which caps every growing schedule. The Caffe layer counts its own forward
+The defaults are the schema's (``MarginScheduleConfig``: the Caffe CIFAR-100 example, STEPUP from 0.1,
+×2 every 5000 steps, capped at ``max`` 0.3). The Caffe layer counts its own forward
 calls and restarts the schedule when a run is resumed from a snapshot; being a function of the
 restored global step, this one continues it (a deliberate fix).
 """
@@ -17,19 +18,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from lgm_gcp.config.schema import MarginScheduleConfig
 from lgm_gcp.errors import ConfigError
 
 POLICIES = ("CONSTANT", "STEPUP", "ADDUP")
 
 
+_DEFAULTS = MarginScheduleConfig()  # the one place the defaults are written: the schema
+
+
 @dataclass(frozen=True)
 class MarginSchedule:
-    policy: str = "CONSTANT"
-    value: float = 0.0
-    step: int = 1000
-    gamma: float = 1.0
-    min: float = 0.0
-    max: float = 1.0
+    policy: str = _DEFAULTS.policy
+    value: float = _DEFAULTS.value
+    step: int = _DEFAULTS.step
+    gamma: float = _DEFAULTS.gamma
+    min: float = _DEFAULTS.min
+    max: float = _DEFAULTS.max
 
     def __post_init__(self):
         if self.policy not in POLICIES:
