@@ -13,7 +13,9 @@ The string ``"auto"`` in a head or loss field means "the backbone's recipe decid
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -78,6 +80,16 @@ def probability(default: Any = MISSING, high_open: bool = False) -> Any:
     """A probability or fraction in [0, 1] (or [0, 1))."""
     return _ranged(default, Range(low=0, high=1, high_open=high_open))
 
+
+def resumable(default: Any) -> Any:
+    """Mark a field that a resumed run may change: it changes how a run is launched, logged or paced,
+    not what it computes (``engine/checkpoint.py`` compares every other key with the checkpoint's
+    config). ``default`` is a plain default or a field made by the helpers above."""
+    f = default if isinstance(default, dataclasses.Field) else field(default=default)
+    f.metadata = MappingProxyType({**f.metadata, "resumable": True})
+    return f
+
+
 # ----------------------------------------------------------------------------------- dataset
 
 
@@ -85,13 +97,13 @@ def probability(default: Any = MISSING, high_open: bool = False) -> Any:
 class DatasetConfig:
     _target_: str = MISSING
     name: str = MISSING
-    root: Optional[str] = None
+    root: Optional[str] = resumable(None)
     num_classes: int = count()
     image_size: int = count()
     in_channels: int = count(3)
     mean: List[float] = MISSING
     std: List[float] = MISSING
-    download: bool = False
+    download: bool = resumable(False)
     # keep the last partial training batch, as the references' DataLoaders do (CIFAR at 128: 391
     # steps); under DDP one with fewer images than processes is dropped
     drop_last: bool = False
@@ -278,7 +290,7 @@ class LGMLossConfig(LossConfig):
 class LRScheduleConfig:
     _target_: str = MISSING
     base_lr: float = positive(0.1)
-    epochs: int = count()
+    epochs: int = resumable(count())
     per_iteration: bool = False
     warmup_epochs: float = nonneg(0.0)
     warmup_start: float = probability(0.0)  # fraction of base_lr at step 0 of the warmup
@@ -364,38 +376,39 @@ class OptimizerConfig:
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = count(30)
-    max_steps: Optional[int] = count(None)  # end the run here (finished, as Caffe's max_iter); LR by max_epochs
+    max_epochs: int = resumable(count(30))
+    # end the run here (finished, as Caffe's max_iter); the LR follows max_epochs
+    max_steps: Optional[int] = resumable(count(None))
     batch_size: int = count(64)  # global batch, split across DDP ranks
-    eval_batch_size: Optional[int] = count(None)
-    devices: Any = count(1)  # int, or auto (every visible GPU; 1 on CPU)
-    accelerator: str = one_of("auto", "auto", "cpu", "cuda")
+    eval_batch_size: Optional[int] = resumable(count(None))
+    devices: Any = resumable(count_or_auto(1))  # int, or auto (every visible GPU; 1 on CPU)
+    accelerator: str = resumable(one_of("auto", "auto", "cpu", "cuda"))
     # loader worker processes per rank (image folders; in-memory datasets use none); auto: the rank's
     # share of the node's CPUs less one, 1 to 8 (lgm_gcp/data/loader.py)
-    num_workers: Any = count_or_auto("auto", low=0)
-    prefetch_factor: int = count(2)  # batches each worker keeps ready
+    num_workers: Any = resumable(count_or_auto("auto", low=0))
+    prefetch_factor: int = resumable(count(2))  # batches each worker keeps ready
     deterministic: bool = False
     sync_bn: bool = False
-    log_every: int = count(20)  # steps between TensorBoard scalars
-    eval_every: int = count(1)  # epochs between evaluations (the last epoch is always evaluated)
-    checkpoint_every: int = nonneg(0)  # steps between mid-epoch `last` checkpoints; 0 = at epoch ends only
-    auto_resume: bool = True  # resume from <run dir>/checkpoints/last.pt when it exists
-    resume: Optional[str] = None  # resume from this checkpoint file instead
-    progress: bool = True  # progress bars when stderr is a terminal (never in logs or CI)
+    log_every: int = resumable(count(20))  # steps between TensorBoard scalars
+    eval_every: int = resumable(count(1))  # epochs between evaluations (the last epoch is always evaluated)
+    checkpoint_every: int = resumable(nonneg(0))  # steps between mid-epoch `last` checkpoints; 0 = at epoch ends only
+    auto_resume: bool = resumable(True)  # resume from <run dir>/checkpoints/last.pt when it exists
+    resume: Optional[str] = resumable(None)  # resume from this checkpoint file instead
+    progress: bool = resumable(True)  # progress bars when stderr is a terminal (never in logs or CI)
     amp: Any = False  # false | bf16 | fp16 (GradScaler for fp16); heads and L-GM distances stay fp32
-    channels_last: bool = False
-    compile: Any = False  # false | true (inductor) | a torch.compile backend name
+    channels_last: bool = resumable(False)
+    compile: Any = resumable(False)  # false | true (inductor) | a torch.compile backend name
     grad_clip: Optional[float] = positive(None)  # max global gradient norm
     # keep and evaluate an EMA of the weights (e.g. 0.9998)
     ema_decay: Optional[float] = _ranged(None, Range(0, 1, low_open=True, high_open=True))
-    skip_nonfinite: bool = False  # skip steps with a non-finite loss/gradient instead of stopping
+    skip_nonfinite: bool = resumable(False)  # skip steps with a non-finite loss/gradient instead of stopping
     allow_extra: bool = False  # accept keys added with + on schema-backed groups
-    force_resume: bool = False  # resume although the config differs from the checkpoint's
+    force_resume: bool = resumable(False)  # resume although the config differs from the checkpoint's
     # the GCP study's loss-landscape probe every N steps (0: off; lgm_gcp/analysis/landscape.py), its step
     # sizes δ from landscape_range[0] to [1] in landscape_points steps (the study: every 500, [0.1, 75], 50)
-    landscape_every: int = nonneg(0)
-    landscape_range: List[float] = field(default_factory=lambda: [0.1, 75.0])
-    landscape_points: int = count(50)
+    landscape_every: int = resumable(nonneg(0))
+    landscape_range: List[float] = resumable(field(default_factory=lambda: [0.1, 75.0]))
+    landscape_points: int = resumable(count(50))
 
 
 # ----------------------------------------------------------------------------------- logger (trackers)
@@ -460,10 +473,10 @@ class ReferenceFingerprint:
 @dataclass
 class RootConfig:
     seed: int = nonneg(0)
-    reference: Optional[ReferenceFingerprint] = None
+    reference: Optional[ReferenceFingerprint] = resumable(None)  # documentation: a resume does not compare it
     # initialise the whole network from this file: a released checkpoint of the four reference repositories,
     # a torchvision model or an lgm-gcp checkpoint, its key layout chosen by content (lgm_gcp/weights)
-    weights: Optional[str] = None
+    weights: Optional[str] = resumable(None)  # the starting weights: a run's own checkpoint supersedes them
     eval: EvalConfig = field(default_factory=EvalConfig)
     dataset: Any = MISSING
     backbone: Any = MISSING
@@ -472,7 +485,8 @@ class RootConfig:
     lr_policy: Any = MISSING
     optimizer: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: Dict[str, Any] = field(default_factory=dict)  # tracker name -> its config (lgm_gcp/loggers)
+    # tracker name -> its config (lgm_gcp/loggers): they record a run and change nothing it computes
+    logger: Dict[str, Any] = resumable(field(default_factory=dict))
 
 
 # ----------------------------------------------------------------------------------- tables (lgm-gcp-table)
@@ -540,6 +554,17 @@ SCHEMAS = {
 }
 
 GROUPS = ("dataset", "backbone", "head", "loss", "lr_policy", "optimizer", "trainer")
+
+
+def resumable_keys() -> frozenset:
+    """The dotted keys (``trainer.max_epochs``) and subtrees (``logger``) marked ``resumable``, in the
+    root, the trainer and any schema of a group."""
+    keys = {f.name for f in dataclasses.fields(RootConfig) if f.metadata.get("resumable")}
+    keys |= {f"trainer.{f.name}" for f in dataclasses.fields(TrainerConfig) if f.metadata.get("resumable")}
+    for group, schemas in SCHEMAS.items():
+        keys |= {f"{group}.{f.name}" for schema in schemas.values() for f in dataclasses.fields(schema)
+                 if f.metadata.get("resumable")}
+    return frozenset(keys)
 
 
 def register_schemas() -> None:

@@ -19,20 +19,12 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from lgm_gcp.config.schema import resumable_keys
 from lgm_gcp.errors import CheckpointError
 
-# keys that may differ between the checkpoint's config and the resuming run's
-RESUMABLE_CHANGES = (
-    "trainer.max_epochs", "trainer.max_steps", "trainer.resume", "trainer.auto_resume", "trainer.progress",
-    "trainer.num_workers", "trainer.prefetch_factor", "trainer.log_every", "trainer.eval_every",
-    "trainer.checkpoint_every",
-    "trainer.force_resume", "trainer.eval_batch_size", "trainer.devices", "trainer.accelerator", "dataset.root",
-    "dataset.download", "lr_policy.epochs", "trainer.compile", "trainer.channels_last", "trainer.skip_nonfinite",
-    "trainer.landscape_every", "trainer.landscape_range", "trainer.landscape_points",
-)
-# a preset's documentation of its reference, the initial weights (a run's checkpoint supersedes them)
-# and the trackers (logger=...), which record a run and change nothing it computes
-RESUMABLE_PREFIXES = ("reference", "weights", "logger")
+# keys (and subtrees) that may differ between the checkpoint's config and the resuming run's: the
+# fields the schema marks ``resumable``
+RESUMABLE = resumable_keys()
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -156,7 +148,7 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict:
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list:
     a, b = _flatten(saved), _flatten(current)
     return sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>")
-                  and k not in RESUMABLE_CHANGES and k.split(".")[0] not in RESUMABLE_PREFIXES)
+                  and not any(k == r or k.startswith(f"{r}.") for r in RESUMABLE))
 
 
 def check_compatible(payload: Mapping[str, Any], config: Mapping[str, Any], world_size: int, path: Path) -> None:
