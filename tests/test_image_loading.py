@@ -224,3 +224,25 @@ def test_loader_workers_start_inside_a_joblib_sweep_job(tmp_path):
     make_tree(tmp_path / "t", per_class=4)
     assert joblib.Parallel(n_jobs=2, backend="loky")(joblib.delayed(_epoch_in_a_job)(tmp_path / "t")
                                                      for _ in range(2)) == [12, 12]
+
+
+def test_libjpegs_corrupt_data_warnings_do_not_reach_stderr(tmp_path, capfd):
+    """Ten stray bytes before the start-of-scan marker: libjpeg decodes the image and prints "Corrupt
+    JPEG data: 10 extraneous bytes before marker 0xda" from C; the tensor decoder keeps stderr clean,
+    as PIL does (a broken file's error stays one line)."""
+    import io
+
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    buffer = io.BytesIO()
+    smooth_image(np.random.default_rng(0), 40, 46).save(buffer, "JPEG")
+    jpeg = buffer.getvalue()
+    at = jpeg.index(b"\xff\xda")
+    (tmp_path / "stray.jpg").write_bytes(jpeg[:at] + b"\x00" * 10 + jpeg[at:])
+    capfd.readouterr()
+    with pytest.warns(DeprecationWarning):  # the bare call, for comparison: libjpeg speaks on fd 2
+        decode_jpeg(torch.frombuffer(bytearray((tmp_path / "stray.jpg").read_bytes()), dtype=torch.uint8),
+                    mode=ImageReadMode.RGB)
+    assert "Corrupt JPEG data: 10 extraneous bytes" in capfd.readouterr().err
+    assert load_tensor(str(tmp_path / "stray.jpg")).shape == (3, 40, 46)
+    assert capfd.readouterr().err == ""

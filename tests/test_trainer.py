@@ -140,9 +140,10 @@ def test_resume_restores_step_lr_rng_and_weights_over_a_wrong_lr(tmp_path, tiny_
     torch.manual_seed(12345)  # other initial weights and another RNG state than the run's
     model = build_model(cfg, data.num_classes, data.in_channels)
     optimizer = instantiate(cfg["optimizer"])(model, lr=999.0)
-    state, history, _ = resume(tmp_path, cfg, DistEnv(), model, optimizer, None, None)
+    state, history, _, loaded_from = resume(tmp_path, cfg, DistEnv(), model, optimizer, None, None)
     steps = 1347 // 64
-    assert state["step"] == steps and state["epoch"] == 1 and len(history) == 1
+    assert state.step == steps and state.epoch == 1 and len(history) == 1
+    assert loaded_from == f"{tmp_path / 'checkpoints' / 'last.pt'} (step {steps})"
     last_lr = instantiate(cfg["lr_policy"])(steps - 1, steps)
     assert all(g["lr"] == pytest.approx(last_lr * g["lr_mult"]) for g in optimizer.param_groups)
     assert all(torch.equal(p, payload["model"][k]) for k, p in model.state_dict().items())

@@ -27,6 +27,7 @@ from lgm_gcp.engine.record import append_environment
 from lgm_gcp.engine.runlock import RunLock
 from lgm_gcp.engine.runlog import RunLogger, progress
 from lgm_gcp.engine.signals import Preemption
+from lgm_gcp.engine.state import EPOCH_SUMS, EVAL_SUMS, Sums, TrainState
 from lgm_gcp.errors import CheckpointError, ConfigError, NonFiniteError
 from lgm_gcp.loggers import start_trackers
 from lgm_gcp.optim import set_lr
@@ -48,10 +49,10 @@ class Session:
     scaler: torch.amp.GradScaler | None
     ema: ModelEma | None
     logger: RunLogger
-    state: dict  # epoch, step, step_in_epoch, best, epoch_sums (the running epoch's totals)
+    state: TrainState
     preemption: Preemption
     saved: str = "no checkpoint yet"  # where the last good weights are, for the non-finite message
-    epoch_totals: torch.Tensor | None = None  # this rank's running sums of the epoch in progress
+    epoch_totals: Sums | None = None  # this rank's running sums of the epoch in progress
     epoch_start: float = 0.0  # time.time() at the epoch's start, less the time it ran before a resume
     landscape: Any = None  # the loss-landscape probe (trainer.landscape_every), rank 0
 
@@ -123,10 +124,10 @@ def backward_and_step(s: Session, loss: torch.Tensor) -> bool:
         where = (f"loss {loss.item()}" if not torch.isfinite(loss.detach())
                  else f"gradient in parameter '{first_nonfinite_gradient(s.model)}'")
         if s.trainer["skip_nonfinite"]:
-            log.warning("step %d: non-finite %s; step skipped", s.state["step"], where)
+            log.warning("step %d: non-finite %s; step skipped", s.state.step, where)
             s.optimizer.zero_grad(set_to_none=True)
             return False
-        raise NonFiniteError(f"non-finite {where} at step {s.state['step']} (epoch {s.state['epoch']}); the last "
+        raise NonFiniteError(f"non-finite {where} at step {s.state.step} (epoch {s.state.epoch}); the last "
                              f"finite weights are in {s.saved} (trainer.skip_nonfinite=true skips such steps)")
     if s.scaler is not None:
         s.scaler.step(s.optimizer)
@@ -144,54 +145,54 @@ def train_one_epoch(s: Session) -> dict:
     tcfg, state = s.trainer, s.state
     s.model.train()
     spe = s.data.steps_per_epoch(tcfg["batch_size"], s.env.world_size)
-    skip = state["step_in_epoch"]
-    # loss*n, top1, top5, n, skipped steps, their images, seconds: a resumed epoch continues the sums its
-    # checkpoint holds (rank 0 holds the all-reduced sums), so its record equals an uninterrupted epoch's
-    saved = state.get("epoch_sums") if skip and s.env.is_main else None
-    totals = torch.tensor(saved or [0.0] * 7, dtype=torch.float64, device=s.env.device)
+    skip = state.step_in_epoch
+    # a resumed epoch continues the sums its checkpoint holds (rank 0 holds the all-reduced sums), so
+    # its record equals an uninterrupted epoch's
+    totals = Sums(EPOCH_SUMS, s.env.device, state.epoch_sums if skip and s.env.is_main else None)
     s.epoch_totals = totals
     bad_images = len(getattr(s.data, "skipped_images", []))
-    start, logs, lr = time.time() - totals[6].item(), {}, s.schedule(state["step"], spe)
+    start, logs, lr = time.time() - totals["seconds"], {}, s.schedule(state.step, spe)
     s.epoch_start = start
-    batches = s.data.train_batches(tcfg["batch_size"], seed=s.cfg["seed"], epoch=state["epoch"], rank=s.env.rank,
+    batches = s.data.train_batches(tcfg["batch_size"], seed=s.cfg["seed"], epoch=state.epoch, rank=s.env.rank,
                                    world_size=s.env.world_size, device=s.env.device, skip=skip)
-    for images, targets in progress(batches, spe - skip, f"epoch {state['epoch']}", tcfg["progress"] and s.env.is_main):
-        step = state["step"]
+    for images, targets in progress(batches, spe - skip, f"epoch {state.epoch}", tcfg["progress"] and s.env.is_main):
+        step = state.step
         lr = s.schedule(step, spe)
         set_lr(s.optimizer, lr)
         if s.landscape is not None and s.env.is_main:  # this step's weights and batch, before its update
             found = s.landscape(checkpoint.unwrap(s.model), s.memory_format(images), targets, step)
             if found:
-                state["landscape"].append(found)
+                state.landscape.append(found)
                 s.logger.scalars("landscape", {k: v for k, v in found.items() if k != "step"}, step)
         with s.autocast():
             loss, logits, logs = s.model(s.memory_format(images), targets, step)
-        global_n = min(tcfg["batch_size"], s.data.num_train_images - state["step_in_epoch"] * tcfg["batch_size"])
+        global_n = min(tcfg["batch_size"], s.data.num_train_images - state.step_in_epoch * tcfg["batch_size"])
         scale = ddp_loss_scale(targets.numel(), global_n, s.env.world_size)
         stepped = backward_and_step(s, loss * scale if scale != 1.0 else loss)
-        state["step"] += 1
-        state["step_in_epoch"] += 1
+        state.step += 1
+        state.step_in_epoch += 1
         with torch.no_grad():
             top1, top5 = topk_correct(logits.detach(), targets)
             n = targets.numel()
-            loss_sum = loss.detach().double() * n if stepped else totals.new_tensor(0.0)
-            totals[:6] += torch.stack([loss_sum, top1.double(), top5.double(), totals.new_tensor(n),
-                                       totals.new_tensor(float(not stepped)), totals.new_tensor(0.0 if stepped else n)])
+            if stepped:
+                totals.add(loss=loss.detach().double() * n, top1=top1, top5=top5, images=n)
+            else:
+                totals.add(top1=top1, top5=top5, images=n, skipped_steps=1, skipped_images=n)
         if s.env.is_main and step % tcfg["log_every"] == 0:
             s.logger.scalars("train", {"loss": loss.item(), "lr": lr, **{k: float(v) for k, v in logs.items()}}, step)
-        if tcfg["checkpoint_every"] and state["step"] % tcfg["checkpoint_every"] == 0:
+        if tcfg["checkpoint_every"] and state.step % tcfg["checkpoint_every"] == 0:
             save_checkpoint(s)
-        if s.preemption.requested(s.env.device, s.env.distributed, state["step"]) or (
-                tcfg["max_steps"] is not None and state["step"] >= tcfg["max_steps"]):
+        if s.preemption.requested(s.env.device, s.env.distributed, state.step) or (
+                tcfg["max_steps"] is not None and state.step >= tcfg["max_steps"]):
             break
-    totals = totals.clone()  # s.epoch_totals keeps this rank's own sums for a mid-epoch checkpoint
-    distributed.all_reduce_sum(totals)
+    totals = totals.all_reduced()  # s.epoch_totals keeps this rank's own sums for a mid-epoch checkpoint
     seconds = time.time() - start
-    n = max(totals[3].item(), 1.0)
-    record = {"train_loss": totals[0].item() / max(n - totals[5].item(), 1.0),
-              "train_top1": 100 * totals[1].item() / n, "train_top5": 100 * totals[2].item() / n, "lr": lr,
-              "train_images": int(totals[3].item()), "skipped_steps": int(totals[4].item()), "train_time_s": seconds,
-              "images_per_s": totals[3].item() / seconds if seconds else 0.0, **{k: float(v) for k, v in logs.items()}}
+    n = max(totals["images"], 1.0)
+    record = {"train_loss": totals["loss"] / max(n - totals["skipped_images"], 1.0),
+              "train_top1": 100 * totals["top1"] / n, "train_top5": 100 * totals["top5"] / n, "lr": lr,
+              "train_images": int(totals["images"]), "skipped_steps": int(totals["skipped_steps"]),
+              "train_time_s": seconds, "images_per_s": totals["images"] / seconds if seconds else 0.0,
+              **{k: float(v) for k, v in logs.items()}}
     if hasattr(s.data, "skipped_images"):  # image folders with dataset.skip_bad_images (this rank's count)
         record["skipped_images"] = len(s.data.skipped_images) - bad_images
     return record
@@ -216,7 +217,7 @@ def evaluate(s: Session, model: torch.nn.Module, prefix: str = "test", split: st
     tcfg = s.trainer
     model.eval()
     bs = tcfg["eval_batch_size"] or max(tcfg["batch_size"] // s.env.world_size, 1)
-    totals = torch.zeros(4, dtype=torch.float64, device=s.env.device)
+    totals = Sums(EVAL_SUMS, s.env.device)
     where = {"split": split} if split != "test" else {}  # image-folder data has no held-out split
     batches = s.data.test_batches(bs, rank=s.env.rank, world_size=s.env.world_size, device=s.env.device, **where)
     for images, targets in progress(batches, s.data.num_test_batches(bs, s.env.world_size, **where), prefix,
@@ -229,34 +230,31 @@ def evaluate(s: Session, model: torch.nn.Module, prefix: str = "test", split: st
                 logits = model(s.memory_format(images)).float()
         loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
         top1, top5 = topk_correct(logits, targets)
-        totals += torch.stack([loss.double(), top1.double(), top5.double(), totals.new_tensor(targets.numel())])
-    distributed.all_reduce_sum(totals)
-    n = max(totals[3].item(), 1.0)
-    return {f"{prefix}_loss": totals[0].item() / n, f"{prefix}_top1": 100 * totals[1].item() / n,
-            f"{prefix}_top5": 100 * totals[2].item() / n, f"{prefix}_images": int(totals[3].item())}
+        totals.add(loss=loss.double(), top1=top1, top5=top5, images=targets.numel())
+    totals = totals.all_reduced()
+    n = max(totals["images"], 1.0)
+    return {f"{prefix}_loss": totals["loss"] / n, f"{prefix}_top1": 100 * totals["top1"] / n,
+            f"{prefix}_top5": 100 * totals["top5"] / n, f"{prefix}_images": int(totals["images"])}
 
 
 def save_checkpoint(s: Session) -> None:
     """``checkpoints/last.pt`` (the previous one kept as ``last-prev.pt``), rank 0, then a barrier.
     Mid-epoch, the epoch's running sums of every rank go in too (one all-reduce, every rank)."""
-    sums = None
-    if s.epoch_totals is not None and s.state["step_in_epoch"]:
-        sums = s.epoch_totals.clone()
-        sums[6] = time.time() - s.epoch_start if s.env.is_main else 0.0  # the epoch's seconds so far
-        distributed.all_reduce_sum(sums)
-        sums = sums.tolist()
+    s.state.epoch_sums = None
+    if s.epoch_totals is not None and s.state.step_in_epoch:
+        s.epoch_totals.set("seconds", time.time() - s.epoch_start if s.env.is_main else 0.0)  # so far
+        s.state.epoch_sums = s.epoch_totals.all_reduced().tolist()
     if s.env.is_main:
         payload = {
             "model": checkpoint.unwrap(s.model).state_dict(), "optimizer": s.optimizer.state_dict(),
-            **{k: s.state[k] for k in ("epoch", "step", "step_in_epoch", "best")}, "epoch_sums": sums,
-            "landscape": s.state.get("landscape", []),
+            **s.state.state_dict(),
             "history": s.logger.history, "wall_time_s": time.time() - s.logger.start, "config": dict(s.cfg),
             "world_size": s.env.world_size, "rng": checkpoint.rng_state(),
             "scaler": s.scaler.state_dict() if s.scaler is not None else None,
             "ema": s.ema.state_dict() if s.ema is not None else None,
         }
         checkpoint.save(s.logger.run_dir / "checkpoints" / "last.pt", payload, keep_previous=True)
-    s.saved = f"{s.logger.run_dir / 'checkpoints' / 'last.pt'} (step {s.state['step']})"
+    s.saved = f"{s.logger.run_dir / 'checkpoints' / 'last.pt'} (step {s.state.step})"
     distributed.barrier()
 
 
@@ -285,7 +283,7 @@ def write_run_files(run_dir: Path, cfg: Mapping[str, Any], overrides, choices) -
 
 def resume(run_dir: Path, cfg: Mapping[str, Any], env, model, optimizer, scaler, ema) -> tuple:
     """Restore from ``trainer.resume`` or ``<run dir>/checkpoints/last.pt`` (falling back to
-    ``last-prev.pt`` if that one is corrupt). Returns (state, history, wall time) or None."""
+    ``last-prev.pt`` if that one is corrupt). Returns (state, history, wall time, where it loaded from) or None."""
     tcfg = cfg["trainer"]
     last = run_dir / "checkpoints" / "last.pt"
     if env.is_main:
@@ -314,11 +312,9 @@ def resume(run_dir: Path, cfg: Mapping[str, Any], env, model, optimizer, scaler,
     checkpoint.set_rng_state(payload["rng"])
     if env.is_main:
         log.info("resumed from %s at epoch %d, step %d", path, payload["epoch"], payload["step"])
-    state = {k: payload[k] for k in ("epoch", "step", "step_in_epoch", "best")}
-    state["epoch_sums"] = payload.get("epoch_sums")
-    state["landscape"] = list(payload.get("landscape", []))
-    state["loaded_from"] = f"{path} (step {payload['step']})"
-    return state, list(payload.get("history", [])), payload.get("wall_time_s", 0.0)
+    loaded_from = f"{path} (step {payload['step']})"
+    return TrainState.from_checkpoint(payload), list(payload.get("history", [])), payload.get("wall_time_s", 0.0), \
+        loaded_from
 
 
 def wrap_model(model: torch.nn.Module, env, tcfg: Mapping[str, Any]) -> torch.nn.Module:
@@ -357,7 +353,7 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
             optimizer = instantiate(cfg["optimizer"])(model, lr=schedule.base_lr)
             scaler = torch.amp.GradScaler(env.device.type) if tcfg["amp"] == "fp16" else None
             ema = ModelEma(model, tcfg["ema_decay"]) if tcfg["ema_decay"] else None
-            state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "best": None}
+            state, loaded_from = TrainState(), "no checkpoint yet"
             history, extra = [], {"num_parameters": sum(p.numel() for p in model.parameters()),
                                   "world_size": env.world_size}
             if weights:
@@ -365,10 +361,10 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
 
             resumed = None if cfg["eval"]["only"] else resume(run_dir, cfg, env, model, optimizer, scaler, ema)
             if resumed is not None:
-                state, history, extra["wall_time_s"] = resumed
+                state, history, extra["wall_time_s"], loaded_from = resumed
             landscape = probe_hook(tcfg)
             if landscape is not None:  # metrics.json lists the probes (the same list the checkpoint keeps)
-                extra["landscape"] = state.setdefault("landscape", [])
+                extra["landscape"] = state.landscape
             hparams = {**(choices or {}), "seed": cfg["seed"], "batch_size": tcfg["batch_size"],
                        "max_epochs": tcfg["max_epochs"]}
             trackers = start_trackers(cfg["logger"], run_dir, cfg, hparams) if env.is_main else []
@@ -381,11 +377,11 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
                 model = wrap_model(model, env, tcfg)
                 with preemption:
                     s = Session(cfg, env, data, model, optimizer, schedule, scaler, ema, logger, state, preemption,
-                                saved=state.pop("loaded_from", "no checkpoint yet"), landscape=landscape)
+                                saved=loaded_from, landscape=landscape)
                     status = fit(s)
                     if env.distributed:
                         logger.extra["replica_checksums"], logger.extra["rank_steps"] = replica_states(
-                            model, env, state["step"])
+                            model, env, state.step)
             finally:
                 logger.close(status)
             summary = logger.summary(status)
@@ -395,11 +391,11 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
         distributed.teardown(clean=sys.exc_info()[0] is None)
 
 
-def schedule_done(tcfg: Mapping[str, Any], state: Mapping[str, Any]) -> str | None:
+def schedule_done(tcfg: Mapping[str, Any], state: TrainState) -> str | None:
     """Which budget is spent (``"max_epochs"`` or ``"max_steps"``), or None while training remains."""
-    if state["epoch"] >= tcfg["max_epochs"]:
+    if state.epoch >= tcfg["max_epochs"]:
         return "max_epochs"
-    if tcfg["max_steps"] is not None and state["step"] >= tcfg["max_steps"]:
+    if tcfg["max_steps"] is not None and state.step >= tcfg["max_steps"]:
         return "max_steps"
     return None
 
@@ -421,19 +417,19 @@ def fit(s: Session) -> str:
                  batch // n, s.env.device, s.data.steps_per_epoch(batch, n))
     if schedule_done(tcfg, state):
         s.logger.extra["ended_by"] = schedule_done(tcfg, state)
-        log.info("nothing to train: the run reached %s at step %d", s.logger.extra["ended_by"], state["step"])
+        log.info("nothing to train: the run reached %s at step %d", s.logger.extra["ended_by"], state.step)
         return "finished"
     # an epoch cut short by max_steps or a signal is trained to its end now: its record is redone
     s.logger.history = [r for r in s.logger.history if not r.get("partial")]
-    while state["epoch"] < tcfg["max_epochs"]:
-        epoch = state["epoch"]
+    while state.epoch < tcfg["max_epochs"]:
+        epoch = state.epoch
         record = {"epoch": epoch, **train_one_epoch(s)}
         preempted = s.preemption.requested(s.env.device, s.env.distributed)  # collective: every rank asks
-        stopped = tcfg["max_steps"] is not None and state["step"] >= tcfg["max_steps"]
-        finished_epoch = state["step_in_epoch"] >= s.data.steps_per_epoch(tcfg["batch_size"], s.env.world_size)
+        stopped = tcfg["max_steps"] is not None and state.step >= tcfg["max_steps"]
+        finished_epoch = state.step_in_epoch >= s.data.steps_per_epoch(tcfg["batch_size"], s.env.world_size)
         if preempted and not finished_epoch:
             save_checkpoint(s)
-            log.warning("preempted at step %d: checkpoint written; rerun the same command to resume", state["step"])
+            log.warning("preempted at step %d: checkpoint written; rerun the same command to resume", state.step)
             return "preempted"
         if (epoch + 1) % tcfg["eval_every"] == 0 or epoch + 1 == tcfg["max_epochs"] or stopped:
             record.update(evaluate(s, s.model))
@@ -442,15 +438,15 @@ def fit(s: Session) -> str:
             if s.ema is not None:
                 record.update(evaluate(s, s.ema.module, prefix="ema_test"))
         if finished_epoch:
-            state["epoch"], state["step_in_epoch"] = epoch + 1, 0
+            state.epoch, state.step_in_epoch = epoch + 1, 0
         else:
             record["partial"] = True  # stopped inside the epoch: a rerun continues from this step
         chosen_by = "val_top1" if "val_top1" in record else "test_top1"  # the test set only without a val split
-        is_best = chosen_by in record and (state["best"] is None or record[chosen_by] > state["best"])
+        is_best = chosen_by in record and (state.best is None or record[chosen_by] > state.best)
         if is_best:
-            state["best"] = record[chosen_by]
+            state.best = record[chosen_by]
         if s.env.is_main:
-            s.logger.epoch(record, state["step"])
+            s.logger.epoch(record, state.step)
             log.info("epoch %d  " + "  ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float)), epoch)
         save_checkpoint(s)
         if is_best and s.env.is_main:
