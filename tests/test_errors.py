@@ -102,11 +102,15 @@ RANGE_CASES = [
     ("optimizer.momentum=1.0",), ("lr_policy.base_lr=0",), ("lr_policy.base_lr=-0.1",), ("head=gcp", "head.dim=0"),
     ("head=gcp", "head.iterations=0"), ("loss=lgm", "loss.sigma_init=0"), ("loss=lgm", "loss.margin.step=0"),
     ("loss=large_margin", "loss.reg_lambda=-1"), ("seed=-1",), ("lr_policy=multistep", "lr_policy.gamma=0"),
+    ("loss=lgm", "loss.sigma_offset=-1"), ("loss=lgm", "loss.sigma_init=-1"),
 ]
 CHOICE_CASES = [("eval.ten_crop_average=mean",), ("head=gcp", "head.activation=gelu"), ("trainer.accelerator=tpu",),
                 ("loss=lgm", "loss.margin.policy=STEPDOWN"), ("dataset.pad_mode=reflect",), ("loss.init=xavier",),
                 ("backbone.norm=layer",), ("head=gcp", "head.algorithm=svd"),
-                ("dataset=imagenet", "dataset.decoder=cv2"), ("dataset=places365", "dataset.layout=lists")]
+                ("dataset=imagenet", "dataset.decoder=cv2"), ("dataset=places365", "dataset.layout=lists"),
+                ("head=gcp", "head.sqrt=svd"), ("head=gcp", "head.vec_order=diag"),
+                ("loss=lgm", "loss.covariance=full"), ("loss=lgm", "loss.likelihood_form=log"),
+                ("loss=lgm", "loss.sigma_param=exp")]
 
 
 @pytest.mark.parametrize("overrides", RANGE_CASES, ids=[" ".join(c) for c in RANGE_CASES])

@@ -104,8 +104,6 @@ class InMemoryData(abc.ABC):
             raise ConfigError(f"eval.ten_crop=true needs an image-folder dataset (imagenet, places365), not {name}")
         if not isinstance(root, (str, type(None))):
             root = str(root)
-        if pad_mode not in ("zeros", "mean"):
-            raise ConfigError(f"dataset.pad_mode={pad_mode!r} is not valid; choose zeros or mean")
         self.name, self.root, self.download, self.drop_last = name, root, download, drop_last
         self.search = list(search)  # more folders to read the files from, after root (the file datasets)
         self.num_classes, self.image_size, self.in_channels = num_classes, image_size, in_channels

@@ -142,17 +142,7 @@ class LGMLoss(nn.Module):
                  log_det: bool = False, update_sigma: bool = False, sigma_init: float = 1.0,
                  means_init: str = "msra", means_weight_decay: bool = True, means_lr_mult: float = 1.0,
                  sigma_param: str = "log", sigma_offset: float = 0.0):
-        super().__init__()
-        if likelihood_form not in FORMS:
-            raise ConfigError(f"loss.likelihood_form={likelihood_form!r} is not valid; choose half, full or paper")
-        if covariance not in ("isotropic", "diagonal"):
-            raise ConfigError(f"loss.covariance={covariance!r} is not valid; choose isotropic or diagonal")
-        if sigma_init <= 0:
-            raise ConfigError(f"loss.sigma_init={sigma_init} must be positive (it is a variance)")
-        if sigma_param not in ("log", "raw"):
-            raise ConfigError(f"loss.sigma_param={sigma_param!r} is not valid; choose log or raw")
-        if sigma_offset < 0:
-            raise ConfigError(f"loss.sigma_offset={sigma_offset} must be >= 0")
+        super().__init__()  # choices and ranges: LGMLossConfig, checked at start-up
         self.num_classes, self.in_features = num_classes, in_features
         self.margin = MarginSchedule(**dict(margin or {}))
         self.likelihood_weight, self.likelihood_form, self.log_det = likelihood_weight, likelihood_form, log_det

@@ -20,10 +20,6 @@ from lgm_gcp.errors import ConfigError
 class LRSchedule(abc.ABC):
     def __init__(self, base_lr: float, epochs: int, per_iteration: bool = False, warmup_epochs: float = 0.0,
                  warmup_start: float = 0.0):
-        if base_lr <= 0:
-            raise ConfigError(f"lr_policy.base_lr={base_lr} must be positive")
-        if epochs < 1:
-            raise ConfigError(f"lr_policy.epochs={epochs} must be at least 1")
         self.base_lr, self.epochs, self.per_iteration = float(base_lr), int(epochs), per_iteration
         self.warmup_epochs, self.warmup_start = float(warmup_epochs), float(warmup_start)
 

@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass
 
 from lgm_gcp.config.schema import MarginScheduleConfig
-from lgm_gcp.errors import ConfigError
 
 POLICIES = ("CONSTANT", "STEPUP", "ADDUP")
 
@@ -35,12 +34,6 @@ class MarginSchedule:
     gamma: float = _DEFAULTS.gamma
     min: float = _DEFAULTS.min
     max: float = _DEFAULTS.max
-
-    def __post_init__(self):
-        if self.policy not in POLICIES:
-            raise ConfigError(f"loss.margin.policy={self.policy!r} is not valid; choose one of {', '.join(POLICIES)}")
-        if self.step < 1:
-            raise ConfigError(f"loss.margin.step={self.step} must be at least 1")
 
     def _update(self, value: float, times: int) -> float:
         """f^times(value) without clamping: value·γ^times (STEPUP) or value + γ·times (ADDUP)."""

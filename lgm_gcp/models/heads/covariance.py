@@ -247,13 +247,7 @@ class CovarianceSqrt(nn.Module):
 
     def __init__(self, iterations: int = 5, sqrt: str = "newton_schulz", vec_order: str = "row", jitter: float = 0.0,
                  algorithm: str = "auto"):
-        super().__init__()
-        if sqrt not in SQRTS:
-            raise ConfigError(f"head.sqrt={sqrt!r} is not valid; choose newton_schulz or eigh")
-        if algorithm not in ALGORITHMS:
-            raise ConfigError(f"head.algorithm={algorithm!r} is not valid; choose auto, matmul, spectral or gram")
-        if iterations < 1:
-            raise ConfigError(f"head.iterations={iterations} must be at least 1")
+        super().__init__()  # choices and ranges: CovarianceHeadConfig, checked at start-up
         triangle_indices(2, vec_order, torch.device("cpu"))  # validates the order now
         self.iterations, self.sqrt, self.vec_order, self.jitter = iterations, sqrt, vec_order, jitter
         self.algorithm = algorithm
