@@ -378,7 +378,7 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
                 with preemption:
                     s = Session(cfg, env, data, model, optimizer, schedule, scaler, ema, logger, state, preemption,
                                 saved=loaded_from, landscape=landscape)
-                    status = fit(s)
+                    status = evaluate_only(s) if cfg["eval"]["only"] else fit(s)
                     if env.distributed:
                         logger.extra["replica_checksums"], logger.extra["rank_steps"] = replica_states(
                             model, env, state.step)
@@ -400,17 +400,21 @@ def schedule_done(tcfg: Mapping[str, Any], state: TrainState) -> str | None:
     return None
 
 
+def evaluate_only(s: Session) -> str:
+    """lgm-gcp-eval (``eval.only``): the loaded weights under the preset's evaluation protocol, one
+    record, nothing trained; the same set-up as a training run (data, network, devices, trackers)."""
+    record = {"epoch": 0, **evaluate(s, s.model)}
+    if s.env.is_main:
+        s.logger.epoch(record, 0)
+        log.info("evaluated %s: " + "  ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float)),
+                 s.cfg["weights"])
+    return "evaluated"
+
+
 def fit(s: Session) -> str:
     """Epochs until ``max_epochs`` or ``max_steps`` (status ``finished``) or a preemption signal
     (``preempted``). A rerun of a finished run trains nothing and keeps its metrics."""
     tcfg, state = s.trainer, s.state
-    if s.cfg["eval"]["only"]:  # lgm-gcp-eval: the loaded weights, the preset's evaluation protocol, nothing trained
-        record = {"epoch": 0, **evaluate(s, s.model)}
-        if s.env.is_main:
-            s.logger.epoch(record, 0)
-            log.info("evaluated %s: " + "  ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float)),
-                     s.cfg["weights"])
-        return "evaluated"
     if s.env.is_main:  # trainer.batch_size is the global batch: say how it is split
         batch, n = tcfg["batch_size"], s.env.world_size
         log.info("global batch %d = %d process%s x %d on %s, %d steps an epoch", batch, n, "es" if n > 1 else "",
