@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgm_gcp.errors import ConfigError
 from lgm_gcp.losses.base import softmax_and_logsumexp
 from lgm_gcp.schedules.margin import MarginSchedule
 
@@ -149,11 +148,9 @@ class LGMLoss(nn.Module):
         self.means = nn.Parameter(torch.empty(num_classes, in_features))
         if means_init == "msra":
             nn.init.normal_(self.means, 0.0, math.sqrt(2.0 / in_features))
-        elif means_init == "xavier":
+        else:  # xavier (the choices: LGMLossConfig.means_init)
             bound = math.sqrt(3.0 / in_features)
             nn.init.uniform_(self.means, -bound, bound)
-        else:
-            raise ConfigError(f"loss.means_init={means_init!r} is not valid; choose msra or xavier")
         shape = (num_classes,) if covariance == "isotropic" else (num_classes, in_features)
         self.sigma_param, self.sigma_offset = sigma_param, sigma_offset
         if sigma_param == "log":

@@ -6,19 +6,13 @@ from typing import Sequence
 
 from torch import nn
 
-from lgm_gcp.errors import ConfigError
-
 
 def make_norm(kind: str, channels: int) -> nn.Module:
     """``batch``: BatchNorm2d; ``group``: GroupNorm with 8 channels a group (batch-independent, so a
     DDP run equals a 1-process run with the same global batch); ``none``: identity."""
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "group":
-        return nn.GroupNorm(max(channels // 8, 1), channels)
-    if kind == "none":
-        return nn.Identity()
-    raise ConfigError(f"backbone.norm={kind!r} is not valid; choose batch, group or none")
+    norms = {"batch": nn.BatchNorm2d, "group": lambda c: nn.GroupNorm(max(c // 8, 1), c),
+             "none": lambda c: nn.Identity()}
+    return norms[kind](channels)  # the choices: SmallCNNConfig.norm, checked at start-up
 
 
 class SmallCNN(nn.Sequential):
