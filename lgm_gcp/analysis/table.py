@@ -27,6 +27,7 @@ from typing import Any, Iterable, Sequence
 
 from omegaconf import OmegaConf
 
+from lgm_gcp.analysis.metafile import load_metafile, published_cells
 from lgm_gcp.analysis.runs import read_json, read_yaml
 from lgm_gcp.config.schema import TableConfig
 from lgm_gcp.errors import ConfigError, RunFolderError, UserError, fail, one_line_parser, output_path
@@ -87,6 +88,11 @@ def load_table(name: str) -> TableConfig:
     table = OmegaConf.to_object(merged)
     if table.results not in ("metrics", "robustness"):
         raise ConfigError(f"table {name}: results={table.results!r} is not valid; choose metrics or robustness")
+    if table.metafile:
+        if table.published:
+            raise ConfigError(f"table {name}: give published numbers in its metafile {table.metafile} or in "
+                              "published:, not both")
+        table.published = published_cells(load_metafile(table.metafile), table.rows, table.columns)
     return table
 
 
