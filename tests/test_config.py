@@ -9,6 +9,7 @@ import torch
 
 from lgm_gcp.config import ConfigError
 from lgm_gcp.config.instantiate import instantiate
+from lgm_gcp.config.resolvers import NON_GROUP_FOLDERS
 from lgm_gcp.models.build import build_model
 
 from conftest import compose, resolved, run_cli
@@ -16,7 +17,8 @@ from datafiles import make_cifar, make_mnist, make_tree
 
 CONF = Path(str(resources.files("lgm_gcp.conf")))
 GROUP_OPTIONS = [(g.name, y.stem) for g in sorted(CONF.iterdir())
-                 if g.is_dir() and g.name not in ("hydra", "table", "__pycache__") for y in sorted(g.glob("*.yaml"))]
+                 if g.is_dir() and g.name not in NON_GROUP_FOLDERS
+                 for y in sorted(g.glob("*.yaml"))]
 
 
 DATA_FILES = {  # datasets that read files: a tiny copy in the real format, and the overrides that point at it

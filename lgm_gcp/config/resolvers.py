@@ -35,11 +35,15 @@ def job_dirname(override_dirname: str, job_num) -> str:
     return name[:200] if name else f"job{job_num}"
 
 
+# folders of conf/ that are not config groups: Hydra's own, the paper tables, the paper metafiles
+NON_GROUP_FOLDERS = ("hydra", "table", "metafile", "__pycache__")
+
+
 def config_groups() -> str:
     """Every user-facing config group with its options, one line each, for --help."""
     root = resources.files("lgm_gcp.conf")
     lines = []
-    groups = (p.name for p in root.iterdir() if p.is_dir() and p.name not in ("hydra", "table", "__pycache__"))
+    groups = (p.name for p in root.iterdir() if p.is_dir() and p.name not in NON_GROUP_FOLDERS)
     for group in sorted(groups):
         options = sorted(Path(o.name).stem for o in (root / group).iterdir() if o.name.endswith(".yaml"))
         if options:
