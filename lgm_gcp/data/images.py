@@ -29,8 +29,6 @@ from torch.utils.data import Dataset, get_worker_info
 
 from lgm_gcp.data.files import DatasetError
 
-DECODERS = ("tensor", "pil")
-
 # ImageNet RGB principal components (Krizhevsky et al. 2012), used by PCA lighting.
 _EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
 _EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])

@@ -59,7 +59,8 @@ class GlobalBatchSampler:
     def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1, drop_last: bool = False):
         self.n, self.batch_size, self.rank, self.world_size = n, batch_size, rank, world_size
         self.steps = epoch_step_count(n, batch_size, world_size, drop_last)
-        self.set_epoch(0, 0)
+        self.seed = self.epoch = self.skip = 0
+        self.order: list = []  # drawn by set_epoch, which every epoch calls before iterating
 
     def set_epoch(self, seed: int, epoch: int, skip: int = 0) -> None:
         self.seed, self.epoch, self.skip = seed, epoch, skip

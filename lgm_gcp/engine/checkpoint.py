@@ -21,6 +21,7 @@ import torch
 
 from lgm_gcp.config.schema import resumable_keys
 from lgm_gcp.errors import CheckpointError
+from lgm_gcp.loggers.base import flatten
 
 # keys (and subtrees) that may differ between the checkpoint's config and the resuming run's: the
 # fields the schema marks ``resumable``
@@ -134,19 +135,8 @@ def load_latest(path: Path, log=None) -> tuple:
         return load(previous), previous
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key))
-        else:
-            out[key] = v
-    return out
-
-
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list:
-    a, b = _flatten(saved), _flatten(current)
+    a, b = flatten(saved), flatten(current)
     return sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>")
                   and not any(k == r or k.startswith(f"{r}.") for r in RESUMABLE))
 
@@ -154,8 +144,8 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
 def check_compatible(payload: Mapping[str, Any], config: Mapping[str, Any], world_size: int, path: Path) -> None:
     diffs = config_differences(payload.get("config", {}), config)
     if diffs:
-        shown = ", ".join(f"{k}: {_flatten(payload.get('config', {})).get(k, '<absent>')!r} -> "
-                          f"{_flatten(config).get(k, '<absent>')!r}" for k in diffs[:5])
+        shown = ", ".join(f"{k}: {flatten(payload.get('config', {})).get(k, '<absent>')!r} -> "
+                          f"{flatten(config).get(k, '<absent>')!r}" for k in diffs[:5])
         more = f" (+{len(diffs) - 5} more)" if len(diffs) > 5 else ""
         raise CheckpointError(f"cannot resume from {path}: the config changed ({shown}{more}); "
                               "use a new run dir, or trainer.force_resume=true")
