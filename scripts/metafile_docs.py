@@ -11,14 +11,17 @@ import re
 import sys
 from pathlib import Path
 
-from lgm_gcp.analysis.metafile import load_metafile, released_weights_table
+from lgm_gcp.analysis.metafile import released_weights_table
+from lgm_gcp.config.metafile import load_metafile
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-BLOCK = re.compile(r"(<!-- metafile: (\w+)[^>]*-->\n)(.*?)(\n<!-- end metafile -->)", re.S)
+BLOCK = re.compile(r"(<!-- metafile: (\w+)[^>]*-->\n)((?:(?!<!-- metafile:).)*?)(\n?<!-- end metafile -->)", re.S)
 
 
 def regenerate(text: str) -> str:
-    return BLOCK.sub(lambda m: m.group(1) + released_weights_table(load_metafile(m.group(2))) + m.group(4), text)
+    def table(match: re.Match) -> str:
+        return match.group(1) + released_weights_table(load_metafile(match.group(2))) + "\n<!-- end metafile -->"
+    return BLOCK.sub(table, text)
 
 
 def main() -> None:

@@ -25,6 +25,13 @@ def conf_options(group: str) -> list:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+def experiment_presets() -> list:
+    """Every experiment preset: the YAML files of conf/experiment/ and the metafiles' generated rows."""
+    from lgm_gcp.config.metafile import generated_presets
+
+    return sorted(conf_options("experiment") + generated_presets())
+
+
 def compose(*overrides):
     from lgm_gcp.config.compose import compose as _compose
 

@@ -101,11 +101,15 @@ def test_cli_prints_one_error_line_and_exits_2(tmp_path, override, expected):
 
 
 def test_help_lists_groups_options_and_examples(tmp_path):
+    """Each YAML option of each group, and each preset a metafile row generates, is listed."""
+    from lgm_gcp.config.metafile import generated_presets
+
     result = run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0
-    for group, option in GROUP_OPTIONS:
-        line = next(ln for ln in result.stdout.splitlines() if ln.strip().startswith(f"{group}:"))
-        assert option in line
+    listed = {ln.split(":", 1)[0].strip(): ln.split(":", 1)[1].strip().split(", ")
+              for ln in result.stdout.split("== Examples ==")[0].splitlines() if ln.startswith("  ")}
+    for group, option in GROUP_OPTIONS + [("experiment", p) for p in generated_presets()]:
+        assert option in listed[group], (group, option)
     assert "lgm-gcp-train -m" in result.stdout
     assert "schema" not in result.stdout.split("== Examples ==")[0]
 

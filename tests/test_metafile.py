@@ -1,37 +1,145 @@
-"""The paper metafiles (conf/metafile/): every published number of a paper written once, placed in its
-table by the presets' own config-group choices and written into docs/ by scripts/metafile_docs.py."""
+"""The paper metafiles (conf/metafile/): each published number, released file and generated preset of a
+paper written once, composed by Hydra, placed in its table by the presets' own config-group choices and
+written into docs/ by scripts/metafile_docs.py."""
 
 import importlib.util
 from pathlib import Path
 
 import pytest
+import yaml
 
-from lgm_gcp.analysis.metafile import load_metafile, preset_choices
-from lgm_gcp.analysis.table import load_table
+from lgm_gcp.analysis.table import Run, build_cells, load_table
+from lgm_gcp.config import metafile
 from lgm_gcp.config.compose import compose_with_choices
+from lgm_gcp.config.metafile import generated_presets, load_metafile, metafile_names, preset_choices, preset_node
 from lgm_gcp.errors import ConfigError
 
 from conftest import CONF, conf_options
 
 ROOT = Path(__file__).resolve().parents[1]
+ROWS = [(name, row) for name in metafile_names() for row in load_metafile(name)["rows"]]
+TABLES = [p.stem for p in (CONF / "table").glob("*.yaml") if "metafile" in yaml.safe_load(p.read_text())]
 
 
-def test_the_gcp_study_metafile_has_one_row_per_gcp_preset():
-    rows = [r["preset"] for r in load_metafile("gcp_study")["rows"]]
-    assert sorted(rows) == [p for p in conf_options("experiment") if p.startswith("gcp_")] and len(set(rows)) == 40
+def test_the_repeated_families_are_generated_and_nothing_is_defined_twice():
+    """The 40 GCP-study presets and the 10 large-margin ImageNet presets are metafile rows, not YAML."""
+    generated = generated_presets()
+    assert len([p for p in generated if p.startswith("gcp_")]) == 40
+    assert len([p for p in generated if p.startswith("lm_") and "_imagenet_" in p]) == 10
+    assert not set(generated) & set(conf_options("experiment"))
 
 
-@pytest.mark.parametrize("row", load_metafile("gcp_study")["rows"], ids=lambda r: r["preset"])
-def test_each_row_lands_in_its_table_cell_by_the_choices_hydra_composes(row):
-    """The metafile reads a preset's choices from its defaults list; they must be the ones Hydra
-    composes, and the table must hold the row's numbers at the labels those choices get."""
-    table = load_table("gcp_imagenet")
+@pytest.mark.parametrize("name,row", ROWS, ids=[f"{n}:{r['preset']}" for n, r in ROWS])
+def test_each_row_names_a_preset_whose_choices_are_the_ones_hydra_composes(name, row):
+    """Tables place a row's number by ``preset_choices``; they must be the choices Hydra composes."""
     _, choices = compose_with_choices([f"experiment={row['preset']}"])
     parsed = preset_choices(row["preset"])
-    assert {k: choices[k] for k in parsed} == parsed
-    r = table.rows.labels[",".join(choices[k] for k in table.rows.keys)]
-    c = table.columns.labels[",".join(choices[k] for k in table.columns.keys)]
-    assert table.published[r][c] == row["published"]
+    assert {k: choices[k] for k in parsed} == parsed and {"dataset", "backbone", "head", "loss"} <= set(parsed)
+
+
+@pytest.mark.parametrize("table_name", TABLES)
+def test_a_run_of_each_rows_preset_lands_in_the_cell_holding_the_rows_number(table_name, tmp_path):
+    """Fabricate a finished run of every preset the table's metafile publishes a number for: each must
+    land in the cell that shows that number (the large-margin table once selected head=gap, so its
+    VGG-16 runs, head=flatten, never reached their cell)."""
+    table = load_table(table_name)
+    placed = 0
+    for row in load_metafile(table.metafile)["rows"]:
+        _, choices = compose_with_choices([f"experiment={row['preset']}"])
+        cells = build_cells([Run(tmp_path, {}, choices, {"status": "finished", "best": {}, "final": {}})], table)
+        [cell] = [c for c in cells if c.runs] or [None]
+        published = [c for c in cells if c.published == row["published"] and row["published"] is not None]
+        if cell is not None and cell.published is not None:
+            assert cell.published == row["published"], f"{row['preset']} lands beside another row's number"
+            placed += 1
+        else:
+            assert not published, f"{row['preset']}'s number is shown in a cell its runs never reach"
+    assert placed == sum(len(v) for v in table.published.values())
+
+
+def test_every_table_with_a_metafile_shows_every_number_it_publishes_for_the_tables_runs():
+    expected = {"gcp_imagenet": 40, "g3net": 4, "large_margin_imagenet": 10, "large_margin_cifar": 4,
+                "fashion_mnist": 1, "lgm_cifar100": 0}
+    assert {t: sum(len(v) for v in load_table(t).published.values()) for t in TABLES} == expected
+
+
+def test_preset_node_merges_the_shared_part_then_each_named_part_in_order():
+    """Hand-made metafile: the shared preset sets lr 0.1 and wd 1e-4; part `long` sets 300 epochs, lr 0.2
+    and dropout 0.5; part `short` (after it) sets 90 epochs. Nested keys merge (wd survives `long`'s
+    optimizer entry), later parts win (90, not 300), the row's choices override the shared ones (head gcp,
+    not gap) and come in the config groups' order, and {model}, {head} and the part's {note} fill the
+    source."""
+    meta = {"preset": {"choices": {"dataset": "imagenet", "head": "gap"}, "vars": {"note": ""},
+                       "config": {"optimizer": {"lr": 0.1, "weight_decay": 1e-4}},
+                       "reference": {"source": "{model} with {head}{note}", "dropout": 0.0}},
+            "parts": {"long": {"config": {"optimizer": {"lr": 0.2}, "trainer": {"max_epochs": 300}},
+                               "reference": {"dropout": 0.5}},
+                      "short": {"config": {"trainer": {"max_epochs": 90}}, "vars": {"note": ", short"}}}}
+    row = {"preset": "toy", "choices": {"head": "gcp", "backbone": "resnet50"}, "parts": ["long", "short"],
+           "model": "resnet50_mpncov", "parameters": 123}
+    node = preset_node("toy_paper", meta, row)
+    assert node == {
+        "defaults": [{"override /dataset": "imagenet"}, {"override /backbone": "resnet50"},
+                     {"override /head": "gcp"}],
+        "optimizer": {"lr": 0.2, "weight_decay": 1e-4},
+        "trainer": {"max_epochs": 90},
+        "reference": {"source": "resnet50_mpncov with gcp, short", "dropout": 0.5, "parameters": 123}}
+
+
+@pytest.mark.parametrize("row,message", [
+    ({"choices": {"backbone": "resnet50"}, "parts": ["nope"]},
+     "metafile toy_paper, row toy: unknown part 'nope'; valid: long"),
+    ({"choices": {"backbone": "resnet50", "colour": "red"}},
+     "metafile toy_paper, row toy: colour is not a config group; valid: dataset, "),
+    ({"choices": {"backbone": "resnet50"}, "part": ["long"]},
+     "metafile toy_paper, row toy: unknown key part; valid: preset, choices, parts, "),
+    ({"choices": {"backbone": "resnet50"}, "parts": ["long"], "reference_source": "{missing}"},
+     "metafile toy_paper, row toy: reference.source names {missing}, which no vars entry sets"),
+])
+def test_a_bad_metafile_row_is_one_line_naming_the_file_the_row_and_what_is_valid(row, message):
+    meta = {"preset": {"reference": {"source": row.pop("reference_source", "{model}")}},
+            "parts": {"long": {"config": {"trainer": {"max_epochs": 300}}}}}
+    with pytest.raises(ConfigError) as info:
+        preset_node("toy_paper", meta, {"preset": "toy", "model": "m", "parameters": 1, **row})
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_a_part_with_a_key_beside_config_is_refused_not_ignored():
+    meta = {"preset": {"reference": {"source": "s"}}, "parts": {"long": {"trainer": {"max_epochs": 300}}}}
+    with pytest.raises(ConfigError, match=r"^metafile toy_paper, part long: unknown key trainer; valid: vars, "
+                                          r"config, reference$"):
+        preset_node("toy_paper", meta, {"preset": "toy", "choices": {}, "parts": ["long"], "parameters": 1})
+
+
+def test_a_preset_defined_in_a_metafile_and_a_yaml_file_is_refused_naming_both(tmp_path, monkeypatch):
+    (tmp_path / "metafile").mkdir()
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "metafile" / "toy.yaml").write_text(yaml.safe_dump({"preset": {}, "rows": [
+        {"preset": "twice", "choices": {"backbone": "resnet50"}, "parameters": 1}]}))
+    (tmp_path / "experiment" / "twice.yaml").write_text("# @package _global_\n")
+    monkeypatch.setattr(metafile, "_conf", lambda *parts: tmp_path.joinpath(*parts))
+    metafile._read.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=r"preset twice is defined twice: in conf/metafile/toy.yaml and "
+                                              r"conf/experiment/twice.yaml; keep one"):
+            metafile.register_presets()
+    finally:
+        metafile._read.cache_clear()
+
+
+def test_generated_presets_compose_beside_a_config_dir_and_are_named_among_the_valid_options(tmp_path):
+    """--config-dir replaces hydra.searchpath, which must keep the metafile:// source; an unknown
+    preset's message lists the generated ones with the YAMLs."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\ntrainer: {max_epochs: 7}\n")
+    cfg, choices = compose_with_choices(["experiment=gcp_resnet18_gcp_norm"], search_path=str(tmp_path))
+    assert choices["head"] == "gcp" and cfg.trainer.batch_size == 256
+    assert compose_with_choices(["experiment=mine"], search_path=str(tmp_path))[0].trainer.max_epochs == 7
+    valid = r"valid: .*digits_lgm_2d, fmnist_resnet20, .*gcp_mobilenet_v2_gap_adju, .*lm_vgg16_mod_imagenet_softmax"
+    with pytest.raises(ConfigError, match=r"unknown experiment option 'gcp_resnet18'; " + valid):
+        compose_with_choices(["experiment=gcp_resnet18"])
+    with pytest.raises(ConfigError, match=r"unknown experiment option 'gcp_resnet18'; " + valid):  # a sweep's values
+        compose_with_choices(["experiment=gcp_resnet18_gap_norm,gcp_resnet18"])
 
 
 def test_docs_blocks_are_what_the_metafiles_generate():
@@ -41,12 +149,15 @@ def test_docs_blocks_are_what_the_metafiles_generate():
     for path in sorted((ROOT / "docs").glob("*.md")):
         assert module.regenerate(path.read_text()) == path.read_text(), f"{path}: run scripts/metafile_docs.py"
     text = (ROOT / "docs" / "weights.md").read_text()
-    released = [r for r in load_metafile("gcp_study")["rows"] if r.get("released")]
-    assert len(released) == 40  # every row, each its own line of the block: an empty block cannot pass
+    released = [r for _, r in ROWS if r.get("released")]
+    assert len(released) == 40 + 4 + 3  # GCP study, 3G-Net, fast-MPN-COV: an empty block cannot pass
     assert all(f"lgm-gcp-eval {r['released']} experiment={r['preset']}`" in text for r in released)
+    assert "| `lgm-gcp-eval ResNet50-3G-Places365.pth.tar experiment=g3_resnet50_places365` | 43.07 / 13.44 " \
+           "(10-crop) |" in text  # published error (%) and the row's protocol
 
 
-def test_an_unknown_metafile_is_one_line_and_the_table_keeps_no_second_copy():
-    with pytest.raises(ConfigError, match="unknown metafile 'nope'; valid: gcp_study"):
+def test_an_unknown_metafile_is_one_line_and_no_table_keeps_a_second_copy():
+    with pytest.raises(ConfigError, match="unknown metafile 'nope'; valid: g3net, gcp_study, "):
         load_metafile("nope")
-    assert (CONF / "table" / "gcp_imagenet.yaml").read_text().count("published:") == 0
+    for name in TABLES:
+        assert "published:" not in (CONF / "table" / f"{name}.yaml").read_text()

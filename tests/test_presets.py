@@ -1,15 +1,14 @@
-"""Drift guards: every preset against the fingerprint of its reference, stated in the preset file.
+"""Drift guards: every preset against the fingerprint of its reference, stated beside the preset.
 
-Each ``conf/experiment/*.yaml`` ends with a ``reference:`` block whose values were taken from the
-paper's reference implementation (the block names the repository and files): the trainable parameter
-count of the reference network, the steps per epoch of its data loader, its LR (and L-GM margin) at
-chosen steps and the config values of its recipe. The composed preset must reproduce each, so an edit
-that changes what a preset trains fails here, naming the preset and the value.
+Each preset (a ``conf/experiment/*.yaml`` or a metafile row, ``conf/metafile/``) carries a ``reference:``
+block whose values were taken from the paper's reference implementation (the block names the repository
+and files): the trainable parameter count of the reference network, the steps per epoch of its data
+loader, its LR (and L-GM margin) at chosen steps and the config values of its recipe. The composed
+preset must reproduce each, so an edit that changes what a preset trains fails here, naming the preset
+and the value.
 """
 
 import math
-from importlib import resources
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,9 +18,9 @@ from lgm_gcp.data.in_memory import epoch_step_count
 from lgm_gcp.models.build import build_model
 from lgm_gcp.schedules.margin import MarginSchedule
 
-from conftest import resolved
+from conftest import experiment_presets, resolved
 
-PRESETS = sorted(p.stem for p in Path(str(resources.files("lgm_gcp.conf"))).joinpath("experiment").glob("*.yaml"))
+PRESETS = experiment_presets()
 
 
 def same(expected, actual) -> bool:

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from conftest import run_cli
+from datafiles import make_tree
 
 TESTS = __import__("pathlib").Path(__file__).parent
 
@@ -75,6 +76,25 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
         runs.append(json.loads((job / "metrics.json").read_text()))
         assert runs[-1]["status"] == "finished"
     assert "2 of 2 jobs completed" in result.stderr
+
+
+@pytest.mark.slow
+@needs("hydra_plugins.hydra_joblib_launcher")
+def test_a_joblib_sweep_over_generated_presets_composes_each_in_its_worker(tmp_path):
+    """The metafiles' presets come from a config source of our own (metafile://), which each joblib worker
+    process must know when it composes its job: both jobs run, each with its own preset's head."""
+    make_tree(tmp_path / "tree")
+    result = run_cli("-m", "hydra/launcher=joblib_gpus", "hydra.launcher.n_jobs=2",
+                     "experiment=gcp_resnet18_gap_norm,gcp_resnet18_gcp_norm", f"dataset.root={tmp_path / 'tree'}",
+                     "dataset.num_classes=3", "trainer.max_epochs=1", "trainer.max_steps=1", "trainer.batch_size=4",
+                     "trainer.progress=false", "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    heads = {}
+    for job in (tmp_path / "sweep").glob("*experiment=*"):
+        choices = yaml.safe_load((job / "choices.yaml").read_text())
+        heads[choices["experiment"]] = choices["head"]
+        assert json.loads((job / "metrics.json").read_text())["status"] == "finished"
+    assert heads == {"gcp_resnet18_gap_norm": "gap", "gcp_resnet18_gcp_norm": "gcp"}
 
 
 @needs("hydra_plugins.hydra_submitit_launcher")

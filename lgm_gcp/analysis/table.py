@@ -27,8 +27,9 @@ from typing import Any, Iterable, Sequence
 
 from omegaconf import OmegaConf
 
-from lgm_gcp.analysis.metafile import load_metafile, published_cells
+from lgm_gcp.analysis.metafile import published_cells
 from lgm_gcp.analysis.runs import read_json, read_yaml
+from lgm_gcp.config.metafile import load_metafile
 from lgm_gcp.config.schema import TableConfig
 from lgm_gcp.errors import ConfigError, RunFolderError, UserError, fail, one_line_parser, output_path
 from lgm_gcp.markdown import markdown_table
@@ -92,7 +93,7 @@ def load_table(name: str) -> TableConfig:
         if table.published:
             raise ConfigError(f"table {name}: give published numbers in its metafile {table.metafile} or in "
                               "published:, not both")
-        table.published = published_cells(load_metafile(table.metafile), table.rows, table.columns)
+        table.published = published_cells(load_metafile(table.metafile), table)
     return table
 
 

@@ -20,16 +20,21 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from lgm_gcp.config.schema import GROUPS, register_schemas
+from lgm_gcp.config.metafile import SEARCH_PATH, USER_GROUPS, generated_presets
+from lgm_gcp.config.schema import register_schemas
 from lgm_gcp.config.validate import ConfigError, field_names, validate
 
 CONFIG_MODULE = "lgm_gcp.conf"
-USER_GROUPS = GROUPS + ("experiment",)
 
 
 def group_options(group: str) -> List[str]:
+    """The options of a group Hydra can compose. The loader lists the YAMLs of conf/ (and --config-dir),
+    not the sources that conf/config.yaml's hydra.searchpath adds: the metafiles' presets join here."""
     loader = GlobalHydra.instance().config_loader()
-    return sorted(loader.get_group_options(group))
+    options = set(loader.get_group_options(group))
+    if group == "experiment":
+        options |= set(generated_presets())
+    return sorted(options)
 
 
 def _expected_type(object_type: type, key: str) -> str:
@@ -159,7 +164,7 @@ def compose_with_choices(overrides: Sequence[str] = (), config_name: str = "conf
     if search_path:
         if not Path(search_path).is_dir():
             raise ConfigError(f"--config-dir {search_path} is not a folder")
-        extra = [f"hydra.searchpath=[file://{Path(search_path).resolve()}]"]
+        extra = [f"hydra.searchpath=[file://{Path(search_path).resolve()},{SEARCH_PATH}]"]
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         try:
             concrete = _first_values(concrete)
@@ -185,7 +190,7 @@ def resolved_sweep_dir(overrides: Sequence[str] = (), search_path: str | None = 
     launcher (joblib), where the claim would find the folder taken and make ``-1``, ``-2``, ... per job."""
     register_schemas()
     GlobalHydra.instance().clear()
-    extra = [f"hydra.searchpath=[file://{Path(search_path).resolve()}]"] if search_path else []
+    extra = [f"hydra.searchpath=[file://{Path(search_path).resolve()},{SEARCH_PATH}]"] if search_path else []
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=_first_values(list(overrides)) + extra,
                             return_hydra_config=True)

@@ -569,10 +569,13 @@ def resumable_keys() -> frozenset:
 
 
 def register_schemas() -> None:
-    """Store every schema as ``schema/<group>/<name>`` and the root as ``schema/root``."""
+    """Store every schema as ``schema/<group>/<name>`` and the root as ``schema/root``; make the metafiles'
+    presets' config source (``metafile://``) known to Hydra."""
+    from lgm_gcp.config.metafile import register_presets
     from lgm_gcp.config.resolvers import register_resolvers
 
     register_resolvers()
+    register_presets()
     cs = ConfigStore.instance()
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():
