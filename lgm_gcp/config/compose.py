@@ -149,6 +149,12 @@ def sweep_safe(overrides: Sequence[str]) -> List[str]:
     return out
 
 
+def _config_dir(search_path: str | None) -> List[str]:
+    """The override that adds a --config-dir folder; it replaces hydra.searchpath, so it keeps the
+    metafiles' preset source that conf/config.yaml puts there."""
+    return [f"hydra.searchpath=[file://{Path(search_path).resolve()},{SEARCH_PATH}]"] if search_path else []
+
+
 def compose_with_choices(overrides: Sequence[str] = (), config_name: str = "config",
                          strict: bool = True, search_path: str | None = None) -> tuple:
     """Compose ``config_name`` with ``overrides`` (sweeps reduced to their first value) and validate.
@@ -160,11 +166,9 @@ def compose_with_choices(overrides: Sequence[str] = (), config_name: str = "conf
     register_schemas()
     GlobalHydra.instance().clear()
     concrete = [o for o in overrides if not o.startswith("hydra.")]
-    extra = []
-    if search_path:
-        if not Path(search_path).is_dir():
-            raise ConfigError(f"--config-dir {search_path} is not a folder")
-        extra = [f"hydra.searchpath=[file://{Path(search_path).resolve()},{SEARCH_PATH}]"]
+    if search_path and not Path(search_path).is_dir():
+        raise ConfigError(f"--config-dir {search_path} is not a folder")
+    extra = _config_dir(search_path)
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         try:
             concrete = _first_values(concrete)
@@ -190,7 +194,7 @@ def resolved_sweep_dir(overrides: Sequence[str] = (), search_path: str | None = 
     launcher (joblib), where the claim would find the folder taken and make ``-1``, ``-2``, ... per job."""
     register_schemas()
     GlobalHydra.instance().clear()
-    extra = [f"hydra.searchpath=[file://{Path(search_path).resolve()},{SEARCH_PATH}]"] if search_path else []
+    extra = _config_dir(search_path)
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=_first_values(list(overrides)) + extra,
                             return_hydra_config=True)
