@@ -200,12 +200,13 @@ def train_one_epoch(s: Session) -> dict:
 
 def ten_crop_logits(crop_logits: torch.Tensor, crops: int, average: str) -> torch.Tensor:
     """(B·crops, K) -> (B, K): the mean of the crops' logits, or the log of the mean of their softmax."""
-    per_image = crop_logits.view(-1, crops, crop_logits.shape[1])
-    if average == "logits":
-        return per_image.mean(1)
-    if average == "softmax":
-        return per_image.softmax(2).mean(1).clamp_min(1e-12).log()
-    raise ConfigError(f"eval.ten_crop_average={average!r} is not valid; choose softmax or logits")
+    return TEN_CROP_AVERAGES[average](crop_logits.view(-1, crops, crop_logits.shape[1]))
+
+
+TEN_CROP_AVERAGES = {  # eval.ten_crop_average: (B, crops, K) -> (B, K)
+    "logits": lambda per_image: per_image.mean(1),
+    "softmax": lambda per_image: per_image.softmax(2).mean(1).clamp_min(1e-12).log(),
+}
 
 
 @torch.inference_mode()

@@ -42,7 +42,9 @@ from lgm_gcp.models.heads.base import PoolingHead
 from lgm_gcp.models.heads.eigen import safe_eigh
 from lgm_gcp.models.heads.gram import gram_isqrt
 
-VEC_ORDERS = ("row", "col")
+# head.vec_order: the (row, col) indices of the triangle kept. row: the upper triangle row by row
+# (iSQRT-COV); col: the lower one row by row, of a symmetric matrix the upper one column by column (3G-Net)
+VEC_ORDERS = {"row": torch.triu_indices, "col": torch.tril_indices}
 SQRTS = ("newton_schulz", "eigh")
 ALGORITHMS = ("auto", "matmul", "spectral", "gram")
 
@@ -211,11 +213,9 @@ _TRI_CACHE: dict = {}
 def triangle_indices(d: int, order: str, device: torch.device) -> torch.Tensor:
     """Flat indices into a d×d matrix. ``row``: upper triangle row by row, (0,0),(0,1),…,(0,d−1),(1,1),…
     (iSQRT-COV). ``col``: upper triangle column by column, (0,0),(0,1),(1,1),(0,2),… (3G-Net)."""
-    if order not in VEC_ORDERS:
-        raise ConfigError(f"head.vec_order={order!r} is not valid; choose row or col")
     key = (d, order, device)
     if key not in _TRI_CACHE:
-        r, c = torch.triu_indices(d, d, device=device) if order == "row" else torch.tril_indices(d, d, device=device)
+        r, c = VEC_ORDERS[order](d, d, device=device)
         _TRI_CACHE[key] = r * d + c
     return _TRI_CACHE[key]
 
@@ -230,15 +230,15 @@ def reduction_block(in_channels: int, dim: int, activation: str, conv_init: str 
     """1x1 conv (no bias) + BN(1, 0) + ReLU or ReLU6. ``conv_init``: ``kaiming`` (fan_out, as the
     ResNet and MobileNetV2 references initialise it) or ``default`` (PyTorch's, which the GCP study's
     ShuffleNetV2 keeps)."""
-    acts = {"relu": nn.ReLU, "relu6": nn.ReLU6}
-    if activation not in acts:
-        raise ConfigError(f"head.activation={activation!r} is not valid; choose relu, relu6 or auto")
-    if conv_init not in ("kaiming", "default"):
-        raise ConfigError(f"head.reduce_init={conv_init!r} is not valid; choose kaiming, default or auto")
     conv = nn.Conv2d(in_channels, dim, 1, bias=False)
-    if conv_init == "kaiming":
-        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-    return nn.Sequential(conv, nn.BatchNorm2d(dim), acts[activation](inplace=True))
+    REDUCE_INITS[conv_init](conv.weight)
+    return nn.Sequential(conv, nn.BatchNorm2d(dim), ACTIVATIONS[activation](inplace=True))
+
+
+# head.activation and head.reduce_init after `auto` is resolved (their choices: the head schemas)
+ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
+REDUCE_INITS = {"kaiming": lambda w: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"),
+                "default": lambda w: w}  # nn.Conv2d's own initialisation
 
 
 class CovarianceSqrt(nn.Module):
