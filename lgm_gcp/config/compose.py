@@ -20,7 +20,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from lgm_gcp.config.metafile import SEARCH_PATH, USER_GROUPS, generated_presets
+from lgm_gcp.config.metafile import SEARCH_PATH, USER_GROUPS, with_generated
 from lgm_gcp.config.schema import register_schemas
 from lgm_gcp.config.validate import ConfigError, field_names, validate
 
@@ -30,11 +30,7 @@ CONFIG_MODULE = "lgm_gcp.conf"
 def group_options(group: str) -> List[str]:
     """The options of a group Hydra can compose. The loader lists the YAMLs of conf/ (and --config-dir),
     not the sources that conf/config.yaml's hydra.searchpath adds: the metafiles' presets join here."""
-    loader = GlobalHydra.instance().config_loader()
-    options = set(loader.get_group_options(group))
-    if group == "experiment":
-        options |= set(generated_presets())
-    return sorted(options)
+    return with_generated(group, GlobalHydra.instance().config_loader().get_group_options(group))
 
 
 def _expected_type(object_type: type, key: str) -> str:

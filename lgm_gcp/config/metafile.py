@@ -78,13 +78,12 @@ def preset_node(name: str, meta: dict, row: dict) -> dict:
     shared, parts = meta["preset"], meta.get("parts", {})
     _check_keys(where, row, ROW_KEYS)
     _check_keys(f"metafile {name}, preset", shared, ("choices", "vars", "config", "reference"))
-    for part in row.get("parts", []):
-        _check_keys(f"metafile {name}, part {part}", parts.get(part, {}), ("vars", "config", "reference"))
     config, reference = shared.get("config", {}), shared.get("reference", {})
     variables = {**shared.get("vars", {}), **choices, "model": row.get("model")}
     for part in row.get("parts", []):
         if part not in parts:
             raise ConfigError(f"{where}: unknown part '{part}'; valid: {', '.join(parts)}")
+        _check_keys(f"metafile {name}, part {part}", parts[part], ("vars", "config", "reference"))
         config = merge(config, parts[part].get("config", {}))
         reference = merge(reference, parts[part].get("reference", {}))
         variables.update(parts[part].get("vars", {}))
@@ -120,6 +119,12 @@ def generated_rows() -> dict:
 
 def generated_presets() -> list:
     return sorted(generated_rows())
+
+
+def with_generated(group: str, options) -> list:
+    """A group's YAML options, and for ``experiment`` the generated presets too, sorted: what a user
+    may choose (Hydra's loader and conf/'s folders know only the YAMLs)."""
+    return sorted(set(options) | (set(generated_rows()) if group == "experiment" else set()))
 
 
 SEARCH_PATH = "metafile://lgm_gcp.conf"  # conf/config.yaml's hydra.searchpath entry

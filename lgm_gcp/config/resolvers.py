@@ -42,16 +42,14 @@ NON_GROUP_FOLDERS = ("hydra", "table", "metafile", "__pycache__")
 def config_groups() -> str:
     """Every user-facing config group with its options, one line each, for --help: the YAMLs of each
     folder of conf/, and for ``experiment`` also the metafiles' generated presets."""
-    from lgm_gcp.config.metafile import generated_presets
+    from lgm_gcp.config.metafile import with_generated
 
     root = resources.files("lgm_gcp.conf")
     lines = []
     groups = (p.name for p in root.iterdir() if p.is_dir() and p.name not in NON_GROUP_FOLDERS)
     for group in sorted(groups):
-        options = {Path(o.name).stem for o in (root / group).iterdir() if o.name.endswith(".yaml")}
-        if group == "experiment":
-            options |= set(generated_presets())
-        options = sorted(options)
+        yamls = (Path(o.name).stem for o in (root / group).iterdir() if o.name.endswith(".yaml"))
+        options = with_generated(group, yamls)
         if options:
             lines.append(f"  {group}: {', '.join(options)}")
     return "\n".join(lines)
