@@ -27,9 +27,9 @@ def conf_options(group: str) -> list:
 
 def experiment_presets() -> list:
     """Every experiment preset: the YAML files of conf/experiment/ and the metafiles' generated rows."""
-    from lgm_gcp.config.metafile import generated_presets
+    from lgm_gcp.config.metafile import with_generated
 
-    return sorted(conf_options("experiment") + generated_presets())
+    return with_generated("experiment", conf_options("experiment"))
 
 
 def compose(*overrides):
