@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lgm_gcp.engine.launch import launch
+from lgm_gcp.engine.signals import PREEMPTED_EXIT
 
 from conftest import resolved, run_command, wait_for
 
@@ -101,7 +102,7 @@ def test_sigterm_to_the_launcher_preempts_every_rank_at_the_same_step(tmp_path):
     while not last.is_file() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    assert wait_for(proc, "the DDP launcher after SIGTERM") == 0, proc.stderr.read()[-2000:]
+    assert wait_for(proc, "the DDP launcher after SIGTERM") == PREEMPTED_EXIT, proc.stderr.read()[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "preempted"
     step = torch.load(last, weights_only=True)["step"]

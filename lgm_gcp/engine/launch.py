@@ -27,7 +27,7 @@ from torch.multiprocessing.spawn import ProcessException, ProcessRaisedException
 from lgm_gcp import errors
 from lgm_gcp.config.instantiate import locate
 from lgm_gcp.config.schema import GROUPS
-from lgm_gcp.engine.signals import call_previous
+from lgm_gcp.engine.signals import end_preempted, preemption_signals
 from lgm_gcp.engine.train import run
 from lgm_gcp.errors import ConfigError, UserError
 from lgm_gcp.weights.load import check_weights
@@ -104,24 +104,20 @@ def _worker(local_rank: int, world_size: int, port: int, cfg: Mapping, run_dir: 
 
 @contextlib.contextmanager
 def forward_signals(processes):
-    """Pass SIGTERM / SIGUSR1 (preemption) on to the spawned workers, which checkpoint and stop; once
-    they have, the handler installed before (submitit's requeue) gets the signal too."""
-    received = []
+    """Pass the preemption signals on to the spawned workers, which checkpoint and stop; the handlers
+    installed before are back in place afterwards, for ``end_preempted`` to hand the signal on."""
 
     def forward(signum, frame):
-        received.append(signum)
         for p in processes:
             if p.is_alive():
                 os.kill(p.pid, signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    previous = {sig: signal.signal(sig, forward) for sig in preemption_signals()}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if received:  # not on an exception: the workers failed, and nothing was checkpointed to requeue from
-        call_previous(previous[received[0]], received[0])
 
 
 BROKEN_COLLECTIVE = ("Connection closed by peer", "Connection reset by peer")
@@ -177,4 +173,6 @@ def launch(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=
         summary = json.loads((run_dir / "metrics.json").read_text())
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    if summary["status"] == "preempted":  # checkpointed and stopped: requeue, and never end as a success
+        end_preempted(summary.get("preempted_by"))
     return summary

@@ -1,18 +1,27 @@
-"""Preemption: SIGTERM / SIGUSR1 (a cluster taking the node back) asks the run to checkpoint and stop.
+"""Preemption: a scheduler's stop signal asks the run to checkpoint and stop, then the job is requeued.
 
-The handler only sets a flag; the training loop checks it after every step. Under DDP the ranks agree
-by an all-reduce every ``CHECK_EVERY`` steps (at the same steps on every rank), so all of them stop
-after the same step without a collective on every step. The run then writes ``last`` and
-exits with status ``preempted``; rerunning the same command resumes from it.
+The signals are SIGTERM (``scontrol requeue``, preemption, ``scancel``, a plain ``kill``), SIGUSR2 (submitit's
+time-limit warning, ``#SBATCH --signal=USR2@<s>``), SIGUSR1 (``scancel --signal=USR1``, many hand-written
+sbatch scripts) and the one ``SUBMITIT_PREEMPT_SIGNAL`` names. The handler only sets a flag; the training loop
+checks it after every step. Under DDP the ranks agree by an all-reduce every ``CHECK_EVERY`` steps (at the
+same steps on every rank), so all of them stop after the same step. The run writes ``last.pt`` and
+``metrics.json`` (``status: preempted``, ``preempted_by``), releases its folder and leaves the process group.
 
-Whatever handled the signal before (submitit installs ``checkpoint_and_try_requeue`` for SIGUSR1 in a
-SLURM job) is not lost: once the checkpoint and metrics.json are written and the run folder is released,
-``hand_on`` calls it with the signal that stopped the run, so the job is requeued and the requeued job
-resumes from ``last.pt``.
+Only then does ``end_preempted`` hand the signal on to the handler installed before training, and end the
+process with ``PREEMPTED_EXIT`` so that nothing reads a stopped run as a finished one:
+
+- the signal's own earlier handler, if it is a Python callable: submitit's ``checkpoint_and_try_requeue`` on
+  its signal (it requeues the job and exits without a result, so the launcher waits for the requeued run);
+- SIGUSR1 or SIGUSR2 without one, inside a submitit job: submitit's requeue handler (of its own signal), so
+  ``scancel --signal=USR1`` requeues too;
+- SIGTERM is never turned into a requeue: SLURM requeues the job itself after ``scontrol requeue`` or a
+  preemption, and a ``scancel`` means cancel.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import threading
 
@@ -20,8 +29,33 @@ import torch
 
 from lgm_gcp.engine import distributed
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 CHECK_EVERY = 10  # steps between the ranks' agreement under DDP
+# sysexits.h's EX_TEMPFAIL, "a temporary failure; the user is invited to retry": rerunning resumes the run
+PREEMPTED_EXIT = 75
+
+log = logging.getLogger(__name__)
+
+
+def scheduler_signal() -> signal.Signals:
+    """The signal submitit checkpoints and requeues on: ``SUBMITIT_PREEMPT_SIGNAL`` (USR2 by default)."""
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper()
+    return getattr(signal, name if name.startswith("SIG") else f"SIG{name}", signal.SIGUSR2)
+
+
+def preemption_signals() -> tuple[signal.Signals, ...]:
+    """Every signal that stops a run with a checkpoint, in the order they are installed."""
+    signals = [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2]
+    extra = scheduler_signal()
+    return tuple(signals + ([extra] if extra not in signals else []))
+
+
+class Preempted(SystemExit):
+    """The run stopped on a scheduler's signal after writing its checkpoint; rerunning resumes it. A
+    ``SystemExit``, so that neither Hydra's job runner nor submitit records the job as a success."""
+
+    def __init__(self, signame: str):
+        super().__init__(PREEMPTED_EXIT)
+        self.signame = signame
 
 
 def call_previous(previous, signum: int | None) -> None:
@@ -31,30 +65,60 @@ def call_previous(previous, signum: int | None) -> None:
         previous(signum, None)
 
 
+def requeue_handler(signum: int):
+    """The handler that should see ``signum`` once the run has stopped (see the module docstring)."""
+    own = signal.getsignal(signum)
+    if callable(own) and not _is_bypass(own):
+        return own
+    if signum != signal.SIGTERM and os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+        submitit_handler = signal.getsignal(scheduler_signal())
+        if callable(submitit_handler):
+            return submitit_handler
+    return own
+
+
+def _is_bypass(handler) -> bool:
+    """submitit puts a logging no-op (``SignalHandler.bypass``) on SIGTERM and SIGCONT."""
+    owner = type(getattr(handler, "__self__", None))
+    return getattr(handler, "__name__", "") == "bypass" and owner.__module__.startswith("submitit")
+
+
+def end_preempted(signame: str | None) -> None:
+    """After a preempted run has written everything and left its process group: hand the signal on,
+    then end the job with ``Preempted`` (unless the handler ended it first, as submitit's does)."""
+    signum = getattr(signal, signame, None) if signame else None
+    if signum is not None and threading.current_thread() is threading.main_thread():
+        call_previous(requeue_handler(signum), signum)
+    raise Preempted(signame or "a preemption signal")
+
+
 class Preemption:
+    """While in use, the preemption signals set ``flag`` instead of their usual action."""
+
     def __init__(self):
         self.flag = False
         self.signum: int | None = None  # the first preemption signal received
         self._previous = {}
 
+    @property
+    def signame(self) -> str | None:
+        return signal.Signals(self.signum).name if self.signum is not None else None
+
     def _handler(self, signum, frame) -> None:
         self.flag = True
         if self.signum is None:
             self.signum = signum
+            log.warning("%s received: stopping after this step with a checkpoint", signal.Signals(signum).name)
 
     def __enter__(self) -> "Preemption":
         if threading.current_thread() is threading.main_thread():
-            for sig in SIGNALS:
+            for sig in preemption_signals():
                 self._previous[sig] = signal.signal(sig, self._handler)
         return self
 
     def __exit__(self, *exc) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
-
-    def hand_on(self) -> None:
-        """After the run has stopped: give the signal to the handler installed before ours."""
-        call_previous(self._previous.get(self.signum), self.signum)
 
     def requested(self, device: torch.device, distributed_run: bool, step: int | None = None) -> bool:
         """Whether to stop now. Under DDP a collective: every rank must call it at the same ``step``

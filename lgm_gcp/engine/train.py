@@ -380,13 +380,14 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
                     s = Session(cfg, env, data, model, optimizer, schedule, scaler, ema, logger, state, preemption,
                                 saved=loaded_from, landscape=landscape)
                     status = evaluate_only(s) if cfg["eval"]["only"] else fit(s)
+                    if status == "preempted":  # the launcher hands this signal on (signals.end_preempted)
+                        logger.extra["preempted_by"] = preemption.signame
                     if env.distributed:
                         logger.extra["replica_checksums"], logger.extra["rank_steps"] = replica_states(
                             model, env, state.step)
             finally:
                 logger.close(status)
             summary = logger.summary(status)
-        preemption.hand_on()  # checkpoint, metrics.json and the run folder's lock are done with
         return summary
     finally:
         distributed.teardown(clean=sys.exc_info()[0] is None)
