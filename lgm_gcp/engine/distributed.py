@@ -33,14 +33,16 @@ def pick_device(accelerator: str, local_rank: int) -> torch.device:
     if accelerator == "cuda" and not torch.cuda.is_available():
         raise ConfigError("trainer.accelerator=cuda but no CUDA device is visible; use trainer.accelerator=cpu")
     if accelerator in ("auto", "cuda") and torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
+        # a SLURM task may see only its own GPU (--gpus-per-task) or all of the node's
+        index = local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 
 def setup(accelerator: str = "auto") -> DistEnv:
     """Join the process group described by RANK / WORLD_SIZE / LOCAL_RANK (set by the spawn
-    launcher or by torchrun); a single process needs none of them."""
+    launcher, by torchrun, or from SLURM's variables by engine/slurm.py); a single process needs none."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(accelerator, local_rank)

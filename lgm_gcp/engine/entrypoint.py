@@ -2,8 +2,9 @@
 
 ``cli()`` checks the command line with the compose API first (one-line errors for unknown options,
 keys and bad values, sweeps included), then hands over to Hydra's ``@hydra.main`` (``--help``,
-``--cfg job``, ``-m`` sweeps, run dirs). Under ``torchrun`` (RANK/WORLD_SIZE in the environment)
-it composes with the compose API instead, on every rank, and rank 0 picks the run dir.
+``--cfg job``, ``-m`` sweeps, run dirs). Under ``torchrun`` (RANK/WORLD_SIZE in the environment) or
+``srun -n N`` (one rank per SLURM task, engine/slurm.py) it composes with the compose API instead, on
+every rank, and rank 0 picks the run dir.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 from lgm_gcp.config import ConfigError, register_schemas, validate
 from lgm_gcp.config.compose import compose, compose_with_choices, resolved_sweep_dir, sweep_safe
 from lgm_gcp.config.resolvers import unique_dir
-from lgm_gcp.engine import distributed
+from lgm_gcp.engine import distributed, slurm
 from lgm_gcp.engine.landscape import probe_hook
 from lgm_gcp.engine.launch import launch, setup_worker_logging
 from lgm_gcp.engine.runlock import check_run_dir
-from lgm_gcp.engine.sweep import SWEEP_DIRS, summary
+from lgm_gcp.engine.sweep import SWEEP_DIRS, record_job, summary
 from lgm_gcp.errors import UserError, fail
 from lgm_gcp.weights.load import check_weights
 
@@ -43,7 +44,15 @@ def main(cfg: DictConfig) -> float | None:
         container = OmegaConf.to_container(cfg, resolve=True)
         hydra_cfg = HydraConfig.get()
         choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith(("hydra", "schema"))}
-        summary = launch(container, run_dir, list(hydra_cfg.overrides.task), choices)
+        if slurm.export_task_ranks():  # one rank per task of a submitit job (hydra.launcher.tasks_per_node)
+            slurm.check_one_device_per_task(container["trainer"]["devices"])
+        try:
+            summary = launch(container, run_dir, list(hydra_cfg.overrides.task), choices)
+        except SystemExit:  # preempted: checkpointed, and requeued where a scheduler does that
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                record_job(hydra_cfg.sweep.dir, run_dir.name, "PREEMPTED",
+                           f"stopped by a signal with a checkpoint ({run_dir / 'metrics.json'}); rerun to resume")
+            raise
     except UserError as e:  # anything else is a bug in the library and keeps its traceback
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # a sweep goes on with its other jobs and lists this one in its summary
@@ -75,8 +84,9 @@ def preflight(argv) -> None:
             check_run_dir(value, key)
 
 
-def torchrun_main(argv) -> None:
-    """Every torchrun rank composes the same config; rank 0 chooses the run dir and broadcasts it."""
+def torchrun_main(argv, slurm_tasks: bool = False) -> None:
+    """Every torchrun rank (or SLURM task) composes the same config; rank 0 chooses the run dir and
+    broadcasts it."""
     args = _parse(argv)
     if args.multirun:
         raise ConfigError("-m/--multirun cannot run under torchrun: every rank would run the whole sweep; "
@@ -84,6 +94,8 @@ def torchrun_main(argv) -> None:
     overrides = [o for o in args.overrides if not o.startswith("hydra.")]
     run_dirs = [o.split("=", 1)[1] for o in args.overrides if o.startswith("hydra.run.dir=")]
     cfg, choices = compose_with_choices(overrides)
+    if slurm_tasks:
+        slurm.check_one_device_per_task(cfg.trainer.devices)
     env = distributed.setup(cfg.trainer.accelerator)
     run_dir = run_dirs[-1] if run_dirs else None
     if run_dir is None and env.is_main:
@@ -94,12 +106,25 @@ def torchrun_main(argv) -> None:
     launch(OmegaConf.to_container(cfg, resolve=True), run_dir, overrides, choices)
 
 
+def register_slurm_launcher() -> None:
+    """Hydra finds launchers by scanning ``hydra_plugins``, which misses an editable install's copy of
+    ours (hydra_plugins/lgm_gcp_slurm); registering it by hand works for every kind of install."""
+    try:
+        from hydra_plugins.lgm_gcp_slurm.launcher import SlurmLauncher
+    except ImportError:  # without the [sweep] extra: hydra/launcher=slurm then names the missing plugin
+        return
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance().register(SlurmLauncher)
+
+
 def cli() -> None:
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     argv = sys.argv[1:]
     try:
+        slurm_tasks = slurm.export_task_ranks()  # srun -n N: one rank per SLURM task, as under torchrun
         if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-            torchrun_main(argv)
+            torchrun_main(argv, slurm_tasks)
             return
         preflight(argv)
     except ConfigError as e:
@@ -108,6 +133,7 @@ def cli() -> None:
         fail(PROG, e)
     args = _parse(argv)
     if args.multirun:  # Hydra's main() reads sys.argv
+        register_slurm_launcher()
         overrides = sweep_safe(args.overrides)
         if not any(o.startswith("hydra.sweep.dir=") for o in args.overrides):  # one folder per sweep
             overrides.append(f"hydra.sweep.dir={resolved_sweep_dir(args.overrides, args.config_dir)}")
@@ -115,8 +141,9 @@ def cli() -> None:
     try:
         main()
     except (SystemExit, Exception):
-        for sweep_dir in SWEEP_DIRS:  # a failed sweep: say which jobs failed
-            print(summary(sweep_dir), file=sys.stderr)
+        for sweep_dir in SWEEP_DIRS:  # a failed sweep: say which jobs failed (if any job ran)
+            if (Path(sweep_dir) / "jobs.jsonl").is_file():
+                print(summary(sweep_dir), file=sys.stderr)
         raise
 
 
