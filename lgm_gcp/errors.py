@@ -34,6 +34,10 @@ class TrackerError(UserError, RuntimeError):
     """An experiment tracker (logger=mlflow, wandb, ...) that is not installed or cannot start a run."""
 
 
+class ClusterError(UserError, RuntimeError):
+    """A scheduler that refused a job (sbatch's own reason is in the message)."""
+
+
 class NonFiniteError(UserError, FloatingPointError):
     """A non-finite loss or gradient: the step, the parameter and the last good checkpoint are named."""
 

@@ -79,3 +79,15 @@ class FailingTracker(StartRecordingTracker):
 
     def scalars(self, values, step):
         raise ConnectionError("tracking server went away")
+
+
+class SlowSmallCNN(SmallCNN):
+    """SmallCNN whose every training forward first sleeps ``LGM_GCP_TEST_STEP_S`` seconds: a run that is
+    still training when a scheduler's signal arrives, with the same numbers as SmallCNN."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            import time
+
+            time.sleep(float(os.environ.get("LGM_GCP_TEST_STEP_S", "0.5")))
+        return super().forward(x)

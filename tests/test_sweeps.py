@@ -98,15 +98,39 @@ def test_a_joblib_sweep_over_generated_presets_composes_each_in_its_worker(tmp_p
 
 
 @needs("hydra_plugins.hydra_submitit_launcher")
-def test_slurm_launcher_config_composes():
+@pytest.mark.parametrize("overrides, gpus", [
+    ([], 1),                                                   # one task spawning trainer.devices=1 worker
+    (["trainer.devices=8"], 8),                                # one task, 8 workers
+    (["hydra.launcher.tasks_per_node=4"], 4),                  # one rank per task
+    (["trainer.accelerator=cpu"], None),                       # a CPU partition: no GPU asked for
+    (["trainer.accelerator=cpu", "hydra.launcher.tasks_per_node=4"], None),
+])
+def test_slurm_launcher_asks_for_one_gpu_per_rank(overrides, gpus):
     from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
 
     from lgm_gcp.config import register_schemas
 
     register_schemas()
     with initialize_config_module("lgm_gcp.conf", version_base="1.3"):
-        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
-    assert cfg.hydra.launcher.tasks_per_node == 1 and "submitit" in cfg.hydra.launcher._target_
+        cfg = compose("config", overrides=["hydra/launcher=slurm", *overrides], return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"] == "hydra_plugins.lgm_gcp_slurm.launcher.SlurmLauncher"
+    assert launcher["gpus_per_node"] == gpus
+    # what a typical partition takes: its own defaults for CPUs and memory, a day's time limit
+    assert launcher["cpus_per_task"] is None and launcher["mem_gb"] is None and launcher["timeout_min"] == 1440
+
+
+@needs("hydra_plugins.hydra_submitit_launcher")
+def test_slurm_tasks_per_node_with_several_devices_is_refused_before_submitting(tmp_path):
+    result = run_cli("-m", "hydra/launcher=slurm", "hydra.launcher.tasks_per_node=2", "trainer.devices=2",
+                     "seed=0,1", "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "lgm-gcp-train: error: hydra.launcher.tasks_per_node=2 with trainer.devices=2: each SLURM task is one "
+        "rank and drives one device; use trainer.devices=1 with tasks_per_node=G (one task per GPU), or "
+        "tasks_per_node=1 with trainer.devices=G"]
+    assert not (tmp_path / "sweep" / ".submitit").exists()
 
 
 def test_sweep_summary_counts_each_job_once_by_its_latest_record(tmp_path):
@@ -123,6 +147,36 @@ def test_sweep_summary_counts_each_job_once_by_its_latest_record(tmp_path):
     (tmp_path / "jobs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:2]))
     assert summary(tmp_path).splitlines() == [f"sweep {tmp_path}: 1 of 2 jobs completed, 1 failed:",
                                               "  FAILED seed=1: UserError: boom"]
+
+
+def test_sweep_summary_counts_only_finished_runs_and_names_how_the_others_ended(tmp_path):
+    """A preempted job (not yet requeued), a cancelled and a timed-out one are not completed; a requeued
+    job's later record replaces its PREEMPTED one."""
+    from lgm_gcp.engine.sweep import summary
+
+    records = [{"job": "seed=0", "status": "PREEMPTED", "error": "stopped by a signal"},
+               {"job": "seed=1", "status": "PREEMPTED", "error": "stopped by a signal"},
+               {"job": "seed=2", "status": "CANCELLED", "error": "SLURM job 7_2 ended CANCELLED by 0"},
+               {"job": "seed=3", "status": "TIMEOUT", "error": "SLURM job 7_3 ended TIMEOUT"},
+               {"job": "seed=0", "status": "COMPLETED", "error": None}]
+    (tmp_path / "jobs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert summary(tmp_path).splitlines() == [
+        f"sweep {tmp_path}: 1 of 4 jobs completed, 1 cancelled, 1 preempted, 1 timeout:",
+        "  PREEMPTED seed=1: stopped by a signal",
+        "  CANCELLED seed=2: SLURM job 7_2 ended CANCELLED by 0",
+        "  TIMEOUT seed=3: SLURM job 7_3 ended TIMEOUT"]
+
+
+def test_only_rank_0_of_a_multi_task_job_records_it(tmp_path, monkeypatch):
+    from lgm_gcp.engine.sweep import record_job
+
+    monkeypatch.delenv("RANK", raising=False)
+    for procid in ("1", "0"):
+        monkeypatch.setenv("SLURM_PROCID", procid)
+        record_job(tmp_path, "seed=0", "COMPLETED")
+    monkeypatch.setenv("RANK", "1")  # RANK, where set, wins
+    record_job(tmp_path, "seed=0", "FAILED", "from rank 1")
+    assert [json.loads(line)["status"] for line in (tmp_path / "jobs.jsonl").read_text().splitlines()] == ["COMPLETED"]
 
 
 @pytest.mark.slow

@@ -72,9 +72,18 @@ def gpu_of_job(job_num, gpus) -> str:
     return str(int(job_num) % max(int(gpus), 1))
 
 
+def slurm_gpus(accelerator: str, devices, tasks_per_node) -> int | None:
+    """GPUs a SLURM job asks for on each node: none for trainer.accelerator=cpu, else one per rank
+    (trainer.devices workers in one task, or one per task)."""
+    if accelerator == "cpu":
+        return None
+    return max(1 if devices == "auto" else int(devices), int(tasks_per_node or 1))
+
+
 def register_resolvers() -> None:
     for name, fn in (
         ("lgm_gcp.gpu_of_job", gpu_of_job),
+        ("lgm_gcp.slurm_gpus", slurm_gpus),
         ("lgm_gcp.family", gcp_family),
         ("lgm_gcp.gcp_policy", gcp_policy_value),
         ("lgm_gcp.unique_dir", unique_dir),
