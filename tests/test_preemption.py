@@ -153,3 +153,40 @@ def test_the_ddp_launcher_forwards_every_preemption_signal_and_restores_the_hand
             os.kill(os.getpid(), sig)
     assert calls == []
     assert all(signal.getsignal(sig) is earlier for sig in preemption_signals())
+
+
+@pytest.fixture
+def scontrol(tmp_path, monkeypatch):
+    """A batch job of a cluster without submitit; ``scontrol`` on PATH writes down its arguments."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol-calls"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "43")
+    return lambda: calls.read_text().splitlines() if calls.is_file() else []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2])
+def test_a_plain_slurm_job_requeues_itself_on_usr1_and_usr2(tmp_path, monkeypatch, restore_signals, scontrol,
+                                                             signum):
+    """srun lgm-gcp-train in a batch script with --signal=USR2@<s>: after the checkpoint, rank 0 runs
+    scontrol requeue on its own job (array tasks by their array id), then exits 75."""
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    ended, metrics = preempted_run(tmp_path, monkeypatch, signum)
+    assert scontrol() == ["requeue 40_3"] and ended.code == PREEMPTED_EXIT and metrics["status"] == "preempted"
+
+
+def test_a_plain_slurm_job_leaves_sigterm_and_other_ranks_alone(tmp_path, monkeypatch, restore_signals, scontrol):
+    ended, _ = preempted_run(tmp_path, monkeypatch, signal.SIGTERM)
+    assert scontrol() == [] and ended.code == PREEMPTED_EXIT
+    from lgm_gcp.engine.signals import requeue_slurm_job
+
+    monkeypatch.setenv("SLURM_PROCID", "1")  # rank 1 of an srun step: rank 0 requeues the job
+    requeue_slurm_job(signal.SIGUSR2)
+    assert scontrol() == []
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    requeue_slurm_job(signal.SIGUSR2)
+    assert scontrol() == ["requeue 43"]

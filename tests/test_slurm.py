@@ -222,6 +222,29 @@ def test_a_time_limit_and_scontrol_requeue_each_checkpoint_mid_epoch_requeue_and
 
 
 @pytest.mark.slow
+def test_a_batch_script_without_submitit_requeues_itself_on_sigusr2_and_resumes(tmp_path, cluster):
+    """``#SBATCH --signal=USR2@<s>`` and ``srun lgm-gcp-train`` with a folder named by the job id: SLURM's
+    time-limit warning (sent here with scancel, at a moment mid-run) checkpoints, rank 0 requeues the job,
+    and the requeued job resumes from the folder to the uninterrupted numbers."""
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/bash\n#SBATCH --requeue --open-mode=append --signal=USR2@60 -J plain -o " + str(tmp_path / "job-%j.out")
+                      + f"\nsrun {sys.executable} -m lgm_gcp.engine.entrypoint " + " ".join(SLOW) + " seed=0 "
+                      + f"hydra.run.dir={tmp_path}/run-$SLURM_JOB_ID\n")
+    job = slurm(cluster, "sbatch", "--parsable", str(script)).strip()
+    wait_until("the run training", lambda: any("global batch" in p.read_text()
+                                               for p in tmp_path.glob(f"run-{job}/train.log")))
+    slurm(cluster, "scancel", "--signal=USR2", job)
+    wait_until("the job requeued", lambda: jobs_named(cluster, "plain").get(job, ("",))[0] == "PENDING")
+    slurm(cluster, "scontrol", "update", f"JobId={job}", "StartTime=now")
+    wait_until("the requeued job done", lambda: job not in jobs_named(cluster, "plain"), timeout=600)
+    assert history(cluster, job) == ["REQUEUED", "COMPLETED"]
+    log = (tmp_path / f"job-{job}.out").read_text()
+    assert "SIGUSR2 received" in log and f"requeued SLURM job {job} after SIGUSR2" in log
+    metrics = json.loads((tmp_path / f"run-{job}" / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and numbers(metrics) == numbers(uninterrupted(tmp_path, cluster, 0))
+
+
+@pytest.mark.slow
 def test_a_cancelled_task_is_reported_as_not_finished_and_the_sweep_fails(tmp_path, cluster):
     launcher = sweep(tmp_path, cluster, "cancel", *SLOW, "trainer.max_epochs=1", "seed=0,1", wait=False)
     try:

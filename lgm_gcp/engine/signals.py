@@ -14,6 +14,9 @@ process with ``PREEMPTED_EXIT`` so that nothing reads a stopped run as a finishe
   its signal (it requeues the job and exits without a result, so the launcher waits for the requeued run);
 - SIGUSR1 or SIGUSR2 without one, inside a submitit job: submitit's requeue handler (of its own signal), so
   ``scancel --signal=USR1`` requeues too;
+- SIGUSR1 or SIGUSR2 in a SLURM job without submitit (``srun lgm-gcp-train`` in a batch script with
+  ``#SBATCH --signal=USR2@120``): rank 0 requeues the job itself (``scontrol requeue``), as Lightning's
+  SLURM auto-requeue does;
 - SIGTERM is never turned into a requeue: SLURM requeues the job itself after ``scontrol requeue`` or a
   preemption, and a ``scancel`` means cancel.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import threading
 
 import torch
@@ -70,11 +74,35 @@ def requeue_handler(signum: int):
     own = signal.getsignal(signum)
     if callable(own) and not _is_bypass(own):
         return own
-    if signum != signal.SIGTERM and os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+    if signum == signal.SIGTERM:
+        return own
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
         submitit_handler = signal.getsignal(scheduler_signal())
         if callable(submitit_handler):
             return submitit_handler
+    elif "SLURM_JOB_ID" in os.environ:
+        return requeue_slurm_job
     return own
+
+
+def requeue_slurm_job(signum: int, frame=None) -> None:
+    """``scontrol requeue`` this SLURM job (from rank 0 only; SLURM then stops every task). A job that
+    cannot be requeued (not a batch job, ``--no-requeue``) is said so in one line and ends as preempted."""
+    if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) != "0":
+        return
+    job = os.environ["SLURM_JOB_ID"]
+    if "SLURM_ARRAY_JOB_ID" in os.environ:
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    try:
+        out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.error("could not requeue SLURM job %s: %s; resubmit it to resume", job, e)
+        return
+    if out.returncode:
+        log.error("could not requeue SLURM job %s: %s; resubmit it to resume", job, out.stderr.strip())
+    else:
+        log.warning("requeued SLURM job %s after %s; it resumes from the checkpoint", job,
+                    signal.Signals(signum).name)
 
 
 def _is_bypass(handler) -> bool:
