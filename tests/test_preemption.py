@@ -190,3 +190,12 @@ def test_a_plain_slurm_job_leaves_sigterm_and_other_ranks_alone(tmp_path, monkey
     monkeypatch.setenv("SLURM_PROCID", "0")
     requeue_slurm_job(signal.SIGUSR2)
     assert scontrol() == ["requeue 43"]
+
+
+def test_only_rank_0_exits_75(monkeypatch):
+    """The job's status is rank 0's; another rank's non-zero exit could have SLURM (KillOnBadExit) kill
+    rank 0 while it requeues the job."""
+    monkeypatch.setenv("RANK", "1")
+    assert Preempted("SIGUSR2").code == 0
+    monkeypatch.setenv("RANK", "0")
+    assert Preempted("SIGUSR2").code == PREEMPTED_EXIT

@@ -227,9 +227,10 @@ def test_a_batch_script_without_submitit_requeues_itself_on_sigusr2_and_resumes(
     time-limit warning (sent here with scancel, at a moment mid-run) checkpoints, rank 0 requeues the job,
     and the requeued job resumes from the folder to the uninterrupted numbers."""
     script = tmp_path / "job.sh"
-    script.write_text("#!/bin/bash\n#SBATCH --requeue --open-mode=append --signal=USR2@60 -J plain -o " + str(tmp_path / "job-%j.out")
-                      + f"\nsrun {sys.executable} -m lgm_gcp.engine.entrypoint " + " ".join(SLOW) + " seed=0 "
-                      + f"hydra.run.dir={tmp_path}/run-$SLURM_JOB_ID\n")
+    script.write_text("#!/bin/bash\n#SBATCH --requeue --open-mode=append --signal=USR2@60 -J plain\n"
+                      f"#SBATCH -o {tmp_path}/job-%j.out\n"
+                      f"srun {sys.executable} -m lgm_gcp.engine.entrypoint {' '.join(SLOW)} seed=0 "
+                      f"hydra.run.dir={tmp_path}/run-$SLURM_JOB_ID\n")
     job = slurm(cluster, "sbatch", "--parsable", str(script)).strip()
     wait_until("the run training", lambda: any("global batch" in p.read_text()
                                                for p in tmp_path.glob(f"run-{job}/train.log")))

@@ -55,10 +55,12 @@ def preemption_signals() -> tuple[signal.Signals, ...]:
 
 class Preempted(SystemExit):
     """The run stopped on a scheduler's signal after writing its checkpoint; rerunning resumes it. A
-    ``SystemExit``, so that neither Hydra's job runner nor submitit records the job as a success."""
+    ``SystemExit``, so that neither Hydra's job runner nor submitit records the job as a success. Rank 0
+    exits ``PREEMPTED_EXIT`` and speaks for the job; the other ranks of a multi-task step exit 0, since
+    on a cluster with ``KillOnBadExit`` their non-zero exit would kill rank 0 before it has requeued."""
 
     def __init__(self, signame: str):
-        super().__init__(PREEMPTED_EXIT)
+        super().__init__(PREEMPTED_EXIT if os.environ.get("RANK", "0") == "0" else 0)
         self.signame = signame
 
 
@@ -72,15 +74,11 @@ def call_previous(previous, signum: int | None) -> None:
 def requeue_handler(signum: int):
     """The handler that should see ``signum`` once the run has stopped (see the module docstring)."""
     own = signal.getsignal(signum)
-    if callable(own) and not _is_bypass(own):
-        return own
-    if signum == signal.SIGTERM:
+    if callable(own) or signum == signal.SIGTERM:  # submitit's requeue on its signal; on SIGTERM, its log line
         return own
     if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
-        submitit_handler = signal.getsignal(scheduler_signal())
-        if callable(submitit_handler):
-            return submitit_handler
-    elif "SLURM_JOB_ID" in os.environ:
+        return signal.getsignal(scheduler_signal())
+    if "SLURM_JOB_ID" in os.environ:
         return requeue_slurm_job
     return own
 
@@ -103,12 +101,6 @@ def requeue_slurm_job(signum: int, frame=None) -> None:
     else:
         log.warning("requeued SLURM job %s after %s; it resumes from the checkpoint", job,
                     signal.Signals(signum).name)
-
-
-def _is_bypass(handler) -> bool:
-    """submitit puts a logging no-op (``SignalHandler.bypass``) on SIGTERM and SIGCONT."""
-    owner = type(getattr(handler, "__self__", None))
-    return getattr(handler, "__name__", "") == "bypass" and owner.__module__.startswith("submitit")
 
 
 def end_preempted(signame: str | None) -> None:
