@@ -323,3 +323,20 @@ def test_the_launchers_tasks_per_node_are_the_ranks_of_one_job(tmp_path, cluster
     (run_dir,) = [p for p in (tmp_path / "sweep").iterdir() if (p / "metrics.json").is_file()]
     assert_same_training(run_dir, one_process(tmp_path))
     assert [status for _, status in records(tmp_path / "sweep")] == ["COMPLETED"]  # rank 0 speaks for the job
+
+
+def raise_value_error():
+    raise ValueError("injected: the job failed outside Hydra's job runner")
+
+
+def test_a_job_error_is_reported_by_its_exception_line(tmp_path, monkeypatch):
+    """submitit's error for a job that raised (the same for its local and SLURM jobs) holds the whole
+    traceback between two rules; the summary line takes the exception line from it."""
+    submitit = pytest.importorskip("submitit")
+    from hydra_plugins.lgm_gcp_slurm.launcher import last_trace_line
+
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))  # the job's process imports this module for the function
+    job = submitit.LocalExecutor(folder=tmp_path).submit(raise_value_error)
+    error = job.exception()
+    assert isinstance(error, submitit.core.utils.FailedJobError)
+    assert last_trace_line(str(error)) == "ValueError: injected: the job failed outside Hydra's job runner"

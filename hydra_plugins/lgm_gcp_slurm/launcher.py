@@ -71,6 +71,14 @@ def pending_reasons(job_ids: Sequence[str]) -> dict[str, str]:
     return {j: reasons[j] for j in job_ids if j in reasons}
 
 
+def last_trace_line(error: str) -> str:
+    """The exception line of the traceback submitit puts between two rules of dashes in its error."""
+    lines = error.splitlines()
+    rules = [i for i, line in enumerate(lines) if line.strip() and set(line.strip()) == {"-"}]
+    trace = [line for line in lines[rules[0] + 1:rules[1]] if line.strip()] if len(rules) > 1 else []
+    return (trace[-1] if trace else lines[0])[:300]
+
+
 def partition_limits(partition: str | None) -> str:
     """The partition's limits as scontrol shows them (MaxTime, MaxNodes, MaxMemPerNode, ...), for the report."""
     out = subprocess.run(["scontrol", "show", "partition", "-o", *([partition] if partition else [])],
@@ -164,15 +172,17 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
 
     def _outcome(self, job, overrides: list[str], sweep_dir: Path, name: str) -> JobReturn:
         """The job's JobReturn (rank 0's where it ran as several tasks), or a FAILED one saying why not."""
+        from submitit.core.utils import FailedJobError
+
         error = job.exception()
         if error is None:
             return job.results()[0]
-        state = job.state
-        if "has not produced any output" in str(error):  # SLURM ended it without a result
-            status, message = state.split()[0], (f"SLURM job {job.job_id} ended {state} without a result; its log: "
-                                                 f"{job.paths.stderr}")
-        else:
-            status, message = "FAILED", f"SLURM job {job.job_id}: {str(error).strip().splitlines()[-1][:300]}"
+        if isinstance(error, FailedJobError):  # raised in the job, outside Hydra's job runner
+            cause = last_trace_line(str(error))
+            status, message = "FAILED", f"SLURM job {job.job_id}: {cause}; its log: {job.paths.stderr}"
+        else:  # UncompletedJobError: SLURM ended it without a result
+            status, message = job.state.split()[0], (f"SLURM job {job.job_id} ended {job.state} without a result; "
+                                                     f"its log: {job.paths.stderr}")
         record_job(sweep_dir, name, status, message)
         result = JobReturn(overrides=overrides, status=JobStatus.FAILED)
         result._return_value = JobNotFinished(f"{name}: {message}")
