@@ -120,10 +120,18 @@ def history(env, job_id) -> list:
             slurm(env, "sacct", "-n", "-D", "-X", "-P", "-o", "JobID,State", "-j", job_id).splitlines()]
 
 
+def final_history(env, job_id) -> list:
+    """``history`` once accounting has recorded the job's end (it lags squeue and the job's own files)."""
+    return wait_until(f"accounting to record the end of {job_id}", lambda: (
+        states := history(env, job_id)) and states[-1] not in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING")
+        and states, timeout=600)
+
+
 JOB = ["trainer.accelerator=cpu", "backbone.widths=[8,16]", "trainer.progress=false", "trainer.deterministic=true"]
 DDP = [*JOB, "backbone.norm=group", "trainer.max_epochs=1"]
 # 84 steps an epoch of a quarter second each: a run still training when the scheduler's signal comes
 SLOW = [*JOB, "backbone._target_=helpers.SlowSmallCNN", "trainer.batch_size=16", "trainer.max_epochs=3"]
+LONG = [*SLOW, "trainer.max_epochs=4"]  # about 90 s of training: still running when a time limit's signal comes
 
 
 def sweep(tmp_path, env, name, *overrides, wait=True):
@@ -161,9 +169,9 @@ def training(sweep_dir: Path, job: str) -> bool:
     return any("global batch" in log.read_text() for log in sweep_dir.glob(f"*{job}*/train.log"))
 
 
-def uninterrupted(tmp_path, env, seed) -> dict:
+def uninterrupted(tmp_path, seed, *overrides) -> dict:
     """The same run in one process here, without SLURM (and without the sleeps, which change no number)."""
-    result = run_cli(*SLOW, f"seed={seed}", f"hydra.run.dir=straight{seed}", cwd=tmp_path,
+    result = run_cli(*SLOW, *overrides, f"seed={seed}", f"hydra.run.dir=straight{seed}", cwd=tmp_path,
                      env_extra={"PYTHONPATH": str(TESTS), "LGM_GCP_TEST_STEP_S": "0"})
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads((tmp_path / f"straight{seed}" / "metrics.json").read_text())
@@ -184,7 +192,7 @@ def test_a_time_limit_and_scontrol_requeue_each_checkpoint_mid_epoch_requeue_and
     and counts each job once. (The time limit is lowered to 2 minutes once the run is inside its second
     epoch, so that SLURM's signal comes mid-run; the requeued jobs are released from their two-minute
     BeginTime hold and given their time back.)"""
-    launcher = sweep(tmp_path, cluster, "requeue", *SLOW, "seed=0,1", "hydra.launcher.timeout_min=10",
+    launcher = sweep(tmp_path, cluster, "requeue", *LONG, "seed=0,1", "hydra.launcher.timeout_min=10",
                      "hydra.launcher.signal_delay_s=60", wait=False)
     try:
         jobs = wait_until("two running jobs", lambda: len(jobs_named(cluster, "requeue")) == 2
@@ -207,7 +215,7 @@ def test_a_time_limit_and_scontrol_requeue_each_checkpoint_mid_epoch_requeue_and
     assert launcher.returncode == 0, err[-3000:]
     assert "2 of 2 jobs completed" in err
     for job in jobs:
-        assert history(cluster, job)[0] == "REQUEUED" and history(cluster, job)[-1] == "COMPLETED"
+        assert final_history(cluster, job) == ["REQUEUED", "COMPLETED"]
     logs = {job: "".join(p.read_text() for p in (tmp_path / "sweep" / ".submitit" / job).glob("*_log.*"))
             for job in jobs}
     assert "SIGUSR2 received" in logs[jobs[0]] and "SIGTERM received" in logs[jobs[1]]
@@ -217,7 +225,7 @@ def test_a_time_limit_and_scontrol_requeue_each_checkpoint_mid_epoch_requeue_and
     for name, metrics in runs(tmp_path / "sweep").items():
         seed = int(name.split("seed=")[1][0])
         assert metrics["status"] == "finished"
-        assert numbers(metrics) == numbers(uninterrupted(tmp_path, cluster, seed))
+        assert numbers(metrics) == numbers(uninterrupted(tmp_path, seed, *LONG[len(SLOW):]))
         assert [s for job, s in records(tmp_path / "sweep") if job == name] == ["PREEMPTED", "COMPLETED"]
 
 
@@ -237,12 +245,11 @@ def test_a_batch_script_without_submitit_requeues_itself_on_sigusr2_and_resumes(
     slurm(cluster, "scancel", "--signal=USR2", job)
     wait_until("the job requeued", lambda: jobs_named(cluster, "plain").get(job, ("",))[0] == "PENDING")
     slurm(cluster, "scontrol", "update", f"JobId={job}", "StartTime=now")
-    wait_until("the requeued job done", lambda: job not in jobs_named(cluster, "plain"), timeout=600)
-    assert history(cluster, job) == ["REQUEUED", "COMPLETED"]
+    assert final_history(cluster, job) == ["REQUEUED", "COMPLETED"]
     log = (tmp_path / f"job-{job}.out").read_text()
     assert "SIGUSR2 received" in log and f"requeued SLURM job {job} after SIGUSR2" in log
     metrics = json.loads((tmp_path / f"run-{job}" / "metrics.json").read_text())
-    assert metrics["status"] == "finished" and numbers(metrics) == numbers(uninterrupted(tmp_path, cluster, 0))
+    assert metrics["status"] == "finished" and numbers(metrics) == numbers(uninterrupted(tmp_path, 0))
 
 
 @pytest.mark.slow
@@ -263,7 +270,7 @@ def test_a_cancelled_task_is_reported_as_not_finished_and_the_sweep_fails(tmp_pa
     assert f"SLURM job {jobs[1]} ended CANCELLED" in err and "_log.err" in err
     cancelled = next(m for name, m in runs(tmp_path / "sweep").items() if "seed=1" in name)
     assert cancelled["status"] == "preempted" and cancelled["preempted_by"] == "SIGTERM"  # its checkpoint is kept
-    assert history(cluster, jobs[1]) == ["CANCELLED"]
+    assert final_history(cluster, jobs[1]) == ["CANCELLED"]
 
 
 @pytest.mark.slow
