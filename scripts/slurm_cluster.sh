@@ -141,7 +141,7 @@ stop() {
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             kill "$pid"
             for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-            kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+            if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
         fi
     done
     rm -f "$DIR/run/daemons" "$DIR/run/started"
