@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from lgm_gcp.config import ConfigError
+from lgm_gcp.config.groups import GROUPS, NON_GROUP_FOLDERS
 from lgm_gcp.config.instantiate import instantiate
-from lgm_gcp.config.resolvers import NON_GROUP_FOLDERS
 from lgm_gcp.models.build import build_model
 
 from conftest import compose, resolved, run_cli
@@ -19,6 +19,11 @@ CONF = Path(str(resources.files("lgm_gcp.conf")))
 GROUP_OPTIONS = [(g.name, y.stem) for g in sorted(CONF.iterdir())
                  if g.is_dir() and g.name not in NON_GROUP_FOLDERS
                  for y in sorted(g.glob("*.yaml"))]
+
+
+def test_the_group_list_is_the_folders_of_conf():
+    """config.groups is the one list of groups: conf/ holds a folder for each, and no other group."""
+    assert {g for g, _ in GROUP_OPTIONS} == set(GROUPS)
 
 
 DATA_FILES = {  # datasets that read files: a tiny copy in the real format, and the overrides that point at it

@@ -28,10 +28,9 @@ from hydra.core.object_type import ObjectType
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
 from omegaconf import OmegaConf
 
-from lgm_gcp.config.schema import GROUPS
+from lgm_gcp.config.groups import GROUPS
 from lgm_gcp.config.validate import ConfigError
 
-USER_GROUPS = GROUPS + ("experiment",)
 ROW_KEYS = ("preset", "choices", "parts", "model", "parameters", "published", "released", "protocol")
 
 
@@ -72,9 +71,9 @@ def preset_node(name: str, meta: dict, row: dict) -> dict:
     """The experiment preset a metafile row composes (see the module docstring)."""
     where = f"metafile {name}, row {row['preset']}"
     choices = row_choices(meta, row)
-    unknown = sorted(set(choices) - set(USER_GROUPS))
+    unknown = sorted(set(choices) - set(GROUPS))
     if unknown:
-        raise ConfigError(f"{where}: {', '.join(unknown)} is not a config group; valid: {', '.join(USER_GROUPS)}")
+        raise ConfigError(f"{where}: {', '.join(unknown)} is not a config group; valid: {', '.join(GROUPS)}")
     shared, parts = meta["preset"], meta.get("parts", {})
     _check_keys(where, row, ROW_KEYS)
     _check_keys(f"metafile {name}, preset", shared, ("choices", "vars", "config", "reference"))
@@ -103,7 +102,7 @@ def _check_keys(where: str, block: dict, valid) -> None:
 
 
 def _group_order(item) -> int:
-    return USER_GROUPS.index(item[0])
+    return GROUPS.index(item[0])
 
 
 def generated_rows() -> dict:
@@ -185,7 +184,7 @@ def _defaults_choices(path) -> dict:
         if isinstance(entry, dict):
             for key, option in entry.items():
                 group = key.removeprefix("override ").strip("/")
-                if group in USER_GROUPS and isinstance(option, str):
+                if group in GROUPS and isinstance(option, str):
                     choices[group] = option
     return choices
 

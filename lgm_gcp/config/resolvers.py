@@ -9,6 +9,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from lgm_gcp.config.groups import NON_GROUP_FOLDERS
+from lgm_gcp.config.metafile import with_generated
+from lgm_gcp.schedules.policies import family_of, lookup
+
 _UNIQUE: dict = {}
 
 
@@ -35,15 +39,9 @@ def job_dirname(override_dirname: str, job_num) -> str:
     return name[:200] if name else f"job{job_num}"
 
 
-# folders of conf/ that are not config groups: Hydra's own, the paper tables, the paper metafiles
-NON_GROUP_FOLDERS = ("hydra", "table", "metafile", "__pycache__")
-
-
 def config_groups() -> str:
     """Every user-facing config group with its options, one line each, for --help: the YAMLs of each
     folder of conf/, and for ``experiment`` also the metafiles' generated presets."""
-    from lgm_gcp.config.metafile import with_generated
-
     root = resources.files("lgm_gcp.conf")
     lines = []
     groups = (p.name for p in root.iterdir() if p.is_dir() and p.name not in NON_GROUP_FOLDERS)
@@ -56,14 +54,10 @@ def config_groups() -> str:
 
 
 def gcp_family(backbone_target: str) -> str:
-    from lgm_gcp.schedules.policies import family_of
-
     return family_of(backbone_target)
 
 
 def gcp_policy_value(policy: str, family: str, key: str):
-    from lgm_gcp.schedules.policies import lookup
-
     return lookup(policy, family, key)
 
 

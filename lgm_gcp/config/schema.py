@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from lgm_gcp.schedules.margin import POLICIES as MARGIN_POLICIES
+from lgm_gcp.schedules.margin import MarginSchedule
 
 # ----------------------------------------------------------------------------------- value ranges
 
@@ -258,12 +260,14 @@ class LargeMarginLossConfig(SoftmaxLossConfig):
 
 @dataclass
 class MarginScheduleConfig:
-    policy: str = one_of("STEPUP", "CONSTANT", "STEPUP", "ADDUP")
-    value: float = nonneg(0.1)
-    step: int = count(5000)
-    gamma: float = nonneg(2.0)
-    min: float = nonneg(0.0)
-    max: float = nonneg(0.3)  # the Caffe CIFAR-100 example's cap
+    """L-GM's margin schedule; its defaults are the schedule's own (schedules/margin.py)."""
+
+    policy: str = one_of(MarginSchedule.policy, *MARGIN_POLICIES)
+    value: float = nonneg(MarginSchedule.value)
+    step: int = count(MarginSchedule.step)
+    gamma: float = nonneg(MarginSchedule.gamma)
+    min: float = nonneg(MarginSchedule.min)
+    max: float = nonneg(MarginSchedule.max)
 
 
 @dataclass
@@ -554,7 +558,6 @@ SCHEMAS = {
     "logger": {"tensorboard": TensorBoardConfig, "csv": CSVConfig, "mlflow": MLflowConfig, "wandb": WandbConfig},
 }
 
-GROUPS = ("dataset", "backbone", "head", "loss", "lr_policy", "optimizer", "trainer")
 
 
 def resumable_keys() -> frozenset:
@@ -566,18 +569,3 @@ def resumable_keys() -> frozenset:
         keys |= {f"{group}.{f.name}" for schema in schemas.values() for f in dataclasses.fields(schema)
                  if f.metadata.get("resumable")}
     return frozenset(keys)
-
-
-def register_schemas() -> None:
-    """Store every schema as ``schema/<group>/<name>`` and the root as ``schema/root``; make the metafiles'
-    presets' config source (``metafile://``) known to Hydra."""
-    from lgm_gcp.config.metafile import register_presets
-    from lgm_gcp.config.resolvers import register_resolvers
-
-    register_resolvers()
-    register_presets()
-    cs = ConfigStore.instance()
-    for group, schemas in SCHEMAS.items():
-        for name, node in schemas.items():
-            cs.store(group=f"schema/{group}", name=name, node=node)
-    cs.store(group="schema", name="root", node=RootConfig)

@@ -25,8 +25,8 @@ import torch.multiprocessing as mp
 from torch.multiprocessing.spawn import ProcessException, ProcessRaisedException
 
 from lgm_gcp import errors
+from lgm_gcp.config.groups import TARGET_GROUPS
 from lgm_gcp.config.instantiate import locate
-from lgm_gcp.config.schema import GROUPS
 from lgm_gcp.engine.signals import end_preempted, preemption_signals
 from lgm_gcp.engine.train import run
 from lgm_gcp.errors import ConfigError, UserError
@@ -53,7 +53,7 @@ def resolve_devices(devices: Any, accelerator: str) -> int:
 
 def check_targets(cfg: Mapping[str, Any]) -> None:
     """Every group's ``_target_`` can be imported: one line naming the key otherwise."""
-    for group in GROUPS:
+    for group in TARGET_GROUPS:
         node = cfg.get(group)
         if isinstance(node, Mapping) and "_target_" in node:
             locate(node["_target_"], group)

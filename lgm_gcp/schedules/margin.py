@@ -7,8 +7,8 @@ After the first update α lies in [min, max], and from there the updates are mon
 α_k = clamp(f^{k−1}(α_1)) in closed form: equal to Caffe's step-by-step clamp for every start value,
 also one outside [min, max] (where clamp(f^k(value)) would not be).
 
-The defaults are the schema's (``MarginScheduleConfig``: the Caffe CIFAR-100 example, STEPUP from 0.1,
-×2 every 5000 steps, capped at ``max`` 0.3). The Caffe layer counts its own forward
+The defaults are the Caffe CIFAR-100 example's: STEPUP from 0.1, ×2 every 5000 steps, capped at
+``max`` 0.3; the config schema takes them from here. The Caffe layer counts its own forward
 calls and restarts the schedule when a run is resumed from a snapshot; being a function of the
 restored global step, this one continues it (a deliberate fix).
 """
@@ -18,22 +18,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lgm_gcp.config.schema import MarginScheduleConfig
-
 POLICIES = ("CONSTANT", "STEPUP", "ADDUP")
-
-
-_DEFAULTS = MarginScheduleConfig()  # the one place the defaults are written: the schema
 
 
 @dataclass(frozen=True)
 class MarginSchedule:
-    policy: str = _DEFAULTS.policy
-    value: float = _DEFAULTS.value
-    step: int = _DEFAULTS.step
-    gamma: float = _DEFAULTS.gamma
-    min: float = _DEFAULTS.min
-    max: float = _DEFAULTS.max
+    """The defaults are written here once; the config schema (``MarginScheduleConfig``) takes them."""
+
+    policy: str = "STEPUP"
+    value: float = 0.1
+    step: int = 5000
+    gamma: float = 2.0
+    min: float = 0.0
+    max: float = 0.3  # the Caffe CIFAR-100 example's cap
 
     def _update(self, value: float, times: int) -> float:
         """f^times(value) without clamping: value·γ^times (STEPUP) or value + γ·times (ADDUP)."""
