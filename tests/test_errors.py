@@ -340,6 +340,11 @@ TRAIN_CASES = {
     "loss_target_not_importable": (lambda t: ["loss._target_=lgm_gcp.losses.Nope", "hydra.run.dir=r"], 1,
                                    "loss._target_=lgm_gcp.losses.Nope"),
     "unknown_experiment": (lambda t: ["experiment=gcp_resnet51_gcp_norm"], 2, "unknown experiment option"),
+    "unknown_logger": (lambda t: ["logger=[tensorboard,bogus]"], 2,
+                       "unknown logger option 'bogus'; valid: csv, mlflow, tensorboard, wandb"),
+    "group_option_of_100000_characters": (lambda t: ["loss=" + "a" * 100_000], 2,
+                                          "unknown loss option 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...' "
+                                          "(100,000 characters); valid: large_margin, lgm, softmax"),
     "amp_value": (lambda t: ["trainer.amp=fp8", "hydra.run.dir=r"], 1, "trainer.amp='fp8'"),
     "weights_missing": (lambda t: ["weights=nope.pth", "hydra.run.dir=r"], 1, "weights file nope.pth does not exist"),
     "weights_not_a_checkpoint": (lambda t: ["weights=afile", "hydra.run.dir=r"], 1,

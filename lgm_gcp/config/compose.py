@@ -20,8 +20,9 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from lgm_gcp.config.metafile import SEARCH_PATH, USER_GROUPS, with_generated
-from lgm_gcp.config.schema import register_schemas
+from lgm_gcp.config.groups import GROUPS
+from lgm_gcp.config.metafile import SEARCH_PATH, with_generated
+from lgm_gcp.config.register import register_schemas
 from lgm_gcp.config.validate import ConfigError, field_names, validate
 
 CONFIG_MODULE = "lgm_gcp.conf"
@@ -77,7 +78,7 @@ def _one_line(exc: Exception, overrides: Sequence[str] = ()) -> str:
         cause = cause.__cause__
     if isinstance(exc, MissingConfigException) or "Could not find" in str(exc):
         text = str(exc)
-        for group in USER_GROUPS:
+        for group in GROUPS:
             if f"'{group}/" in text:
                 bad = text.split(f"'{group}/", 1)[1].split("'", 1)[0]
                 return f"unknown {group} option '{bad}'; valid: {', '.join(group_options(group))}"
@@ -110,18 +111,28 @@ def _first_values(overrides: Sequence[str]) -> List[str]:
         raise ConfigError(f"cannot parse override '{bad}': {str(e).splitlines()[0]}") from None
     concrete = []
     for text, override in zip(overrides, parsed):
+        group = override.key_or_group
         if not override.is_sweep_override():
+            if group in GROUPS and not override.is_delete():  # before Hydra looks for <group>/<value>.yaml
+                value = override.value()
+                _check_options(group, value if isinstance(value, list) else [value])
             concrete.append(text)
             continue
         values = list(override.sweep_string_iterator())
-        group = override.key_or_group
-        if group in USER_GROUPS:
-            known = group_options(group)
-            for value in values:
-                if value not in known:
-                    raise ConfigError(f"unknown {group} option '{value}'; valid: {', '.join(known)}")
+        if group in GROUPS:
+            _check_options(group, values)
         concrete.append(f"{override.get_key_element()}={values[0]}")
     return concrete
+
+
+def _check_options(group: str, values: Sequence) -> None:
+    """Each chosen option of ``group`` exists: one line naming the valid ones otherwise (a name of 100,000
+    characters too, which would otherwise reach the file system as a file name)."""
+    known = group_options(group)
+    for value in values:
+        if isinstance(value, str) and value not in known:
+            shown = f"'{value}'" if len(value) <= 60 else f"'{value[:40]}...' ({len(value):,} characters)"
+            raise ConfigError(f"unknown {group} option {shown}; valid: {', '.join(known)}")
 
 
 def sweep_safe(overrides: Sequence[str]) -> List[str]:
@@ -134,7 +145,7 @@ def sweep_safe(overrides: Sequence[str]) -> List[str]:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except Exception:  # noqa: BLE001  preflight has already reported unparsable overrides
         return list(overrides)
-    swept = {o.key_or_group for o in parsed if o.is_sweep_override() and o.key_or_group in USER_GROUPS}
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override() and o.key_or_group in GROUPS}
     out = []
     for text, override in zip(overrides, parsed):
         key = override.key_or_group
