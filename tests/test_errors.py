@@ -342,6 +342,8 @@ TRAIN_CASES = {
     "unknown_experiment": (lambda t: ["experiment=gcp_resnet51_gcp_norm"], 2, "unknown experiment option"),
     "unknown_logger": (lambda t: ["logger=[tensorboard,bogus]"], 2,
                        "unknown logger option 'bogus'; valid: csv, mlflow, tensorboard, wandb"),
+    "null_group_option": (lambda t: ["experiment=null"], 2, "experiment=null: a group's option cannot be null; "
+                          "~experiment leaves the group out"),
     "group_option_of_100000_characters": (lambda t: ["loss=" + "a" * 100_000], 2,
                                           "unknown loss option 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...' "
                                           "(100,000 characters); valid: large_margin, lgm, softmax"),

@@ -115,6 +115,8 @@ def _first_values(overrides: Sequence[str]) -> List[str]:
         if not override.is_sweep_override():
             if group in GROUPS and not override.is_delete():  # before Hydra looks for <group>/<value>.yaml
                 value = override.value()
+                if value is None:
+                    raise ConfigError(f"{text}: a group's option cannot be null; ~{group} leaves the group out")
                 _check_options(group, value if isinstance(value, list) else [value])
             concrete.append(text)
             continue
