@@ -102,7 +102,7 @@ def _one_line(exc: Exception, overrides: Sequence[str] = ()) -> str:
     return str(exc).splitlines()[0]
 
 
-def _first_values(overrides: Sequence[str]) -> List[str]:
+def _first_values(overrides: Sequence[str], search_path: str | None = None) -> List[str]:
     """Check every value of each sweep that selects a group option; return one concrete job."""
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
@@ -117,20 +117,23 @@ def _first_values(overrides: Sequence[str]) -> List[str]:
                 value = override.value()
                 if value is None:
                     raise ConfigError(f"{text}: a group's option cannot be null; ~{group} leaves the group out")
-                _check_options(group, value if isinstance(value, list) else [value])
+                _check_options(group, value if isinstance(value, list) else [value], search_path)
             concrete.append(text)
             continue
         values = list(override.sweep_string_iterator())
         if group in GROUPS:
-            _check_options(group, values)
+            _check_options(group, values, search_path)
         concrete.append(f"{override.get_key_element()}={values[0]}")
     return concrete
 
 
-def _check_options(group: str, values: Sequence) -> None:
-    """Each chosen option of ``group`` exists: one line naming the valid ones otherwise (a name of 100,000
-    characters too, which would otherwise reach the file system as a file name)."""
+def _check_options(group: str, values: Sequence, search_path: str | None = None) -> None:
+    """Each chosen option of ``group`` exists, in conf/, the metafiles or the ``--config-dir`` folder
+    ``search_path``: one line naming the valid ones otherwise (a name of 100,000 characters too, which
+    would otherwise reach the file system as a file name)."""
     known = group_options(group)
+    if search_path:  # not yet on the loader's search path: Hydra adds it with the composing overrides
+        known = sorted(set(known) | {p.stem for p in (Path(search_path) / group).glob("*.yaml")})
     for value in values:
         if isinstance(value, str) and value not in known:
             shown = f"'{value}'" if len(value) <= 60 else f"'{value[:40]}...' ({len(value):,} characters)"
@@ -180,7 +183,7 @@ def compose_with_choices(overrides: Sequence[str] = (), config_name: str = "conf
     extra = _config_dir(search_path)
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         try:
-            concrete = _first_values(concrete)
+            concrete = _first_values(concrete, search_path)
             cfg = hydra_compose(config_name=config_name, overrides=concrete + extra, return_hydra_config=True)
         except ConfigError:
             raise
@@ -205,7 +208,7 @@ def resolved_sweep_dir(overrides: Sequence[str] = (), search_path: str | None = 
     GlobalHydra.instance().clear()
     extra = _config_dir(search_path)
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=_first_values(list(overrides)) + extra,
+        cfg = hydra_compose(config_name="config", overrides=_first_values(list(overrides), search_path) + extra,
                             return_hydra_config=True)
         return str(cfg.hydra.sweep.dir)
 
