@@ -128,8 +128,8 @@ def test_slurm_tasks_per_node_with_several_devices_is_refused_before_submitting(
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "lgm-gcp-train: error: hydra.launcher.tasks_per_node=2 with trainer.devices=2: each SLURM task is one "
-        "rank and drives one device; use trainer.devices=1 with tasks_per_node=G (one task per GPU), or "
-        "tasks_per_node=1 with trainer.devices=G"]
+        "rank and drives one device; use trainer.devices=1 with one task per GPU, or one task per node "
+        "(hydra.launcher.tasks_per_node=1, srun --ntasks-per-node=1) with trainer.devices=G"]
     assert not (tmp_path / "sweep" / ".submitit").exists()
 
 

@@ -35,6 +35,7 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf, open_dict
 
+from lgm_gcp.engine.slurm import check_one_device_per_task
 from lgm_gcp.engine.sweep import record_job
 from lgm_gcp.errors import ClusterError, ConfigError, UserError, fail
 
@@ -140,28 +141,26 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(cfg.hydra.job):
             cfg.hydra.job.num = num
-        tasks, devices = self.params.get("tasks_per_node") or 1, cfg.trainer.devices
-        if tasks > 1 and devices not in (1, "auto"):
-            raise ConfigError(f"hydra.launcher.tasks_per_node={tasks} with trainer.devices={devices}: each SLURM task "
-                              "is one rank and drives one device; use trainer.devices=1 with tasks_per_node=G "
-                              "(one task per GPU), or tasks_per_node=1 with trainer.devices=G")
+        tasks = self.params.get("tasks_per_node") or 1
+        if tasks > 1:
+            check_one_device_per_task(cfg.trainer.devices, f"hydra.launcher.tasks_per_node={tasks}")
         return str(cfg.hydra.sweep.subdir)
 
     def _wait(self, jobs, job_dirs) -> None:
         """Until every job is done; pending reasons are reported once each, impossible requests cancelled."""
         reported: dict[str, str] = {}
+        name_of = {job.job_id: name for job, name in zip(jobs, job_dirs)}
         last_asked = 0.0
-        while not all(job.done() for job in jobs):
+        while waiting := [job.job_id for job in jobs if not job.done()]:
             time.sleep(POLL_S)
             if time.time() - last_asked < REASON_EVERY_S:
                 continue
             last_asked = time.time()
-            waiting = [job for job in jobs if not job.done()]
-            for job_id, reason in pending_reasons([job.job_id for job in waiting]).items():
+            for job_id, reason in pending_reasons(waiting).items():
                 if reason in WAITING or reason.startswith(("QOSGrp", "AssocGrp")) or reported.get(job_id) == reason:
                     continue
                 reported[job_id] = reason
-                name = job_dirs[[job.job_id for job in jobs].index(job_id)]
+                name = name_of[job_id]
                 if reason in NEVER_STARTS:
                     say(f"SLURM job {job_id} ({name}) can never start: Reason={reason}, the request "
                         f"({self._request()}) exceeds the partition ({partition_limits(self.params.get('partition'))})"

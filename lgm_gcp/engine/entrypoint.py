@@ -45,7 +45,7 @@ def main(cfg: DictConfig) -> float | None:
         hydra_cfg = HydraConfig.get()
         choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith(("hydra", "schema"))}
         if slurm.export_task_ranks():  # one rank per task of a submitit job (hydra.launcher.tasks_per_node)
-            slurm.check_one_device_per_task(container["trainer"]["devices"])
+            slurm.check_one_device_per_task(container["trainer"]["devices"], f"{os.environ['WORLD_SIZE']} SLURM tasks")
         try:
             summary = launch(container, run_dir, list(hydra_cfg.overrides.task), choices)
         except SystemExit:  # preempted: checkpointed, and requeued where a scheduler does that
@@ -95,7 +95,7 @@ def torchrun_main(argv, slurm_tasks: bool = False) -> None:
     run_dirs = [o.split("=", 1)[1] for o in args.overrides if o.startswith("hydra.run.dir=")]
     cfg, choices = compose_with_choices(overrides)
     if slurm_tasks:
-        slurm.check_one_device_per_task(cfg.trainer.devices)
+        slurm.check_one_device_per_task(cfg.trainer.devices, f"{os.environ['WORLD_SIZE']} SLURM tasks")
     env = distributed.setup(cfg.trainer.accelerator)
     run_dir = run_dirs[-1] if run_dirs else None
     if run_dir is None and env.is_main:

@@ -69,10 +69,10 @@ def export_task_ranks(environ: MutableMapping[str, str] = os.environ) -> bool:
     return ranks is not None
 
 
-def check_one_device_per_task(devices) -> None:
-    """One rank per task means one device per task: spawning workers inside each would nest two groups."""
+def check_one_device_per_task(devices, tasks: str) -> None:
+    """One rank per task means one device per task: spawning workers inside each would nest two groups.
+    ``tasks`` says where the tasks come from (``hydra.launcher.tasks_per_node=2``, ``4 SLURM tasks``)."""
     if devices not in (1, "1", "auto"):
-        tasks = os.environ.get("SLURM_STEP_NUM_TASKS", "?")
-        raise ConfigError(f"trainer.devices={devices} with {tasks} SLURM tasks: each task is one rank and drives one "
-                          "device; use trainer.devices=1 (one task per GPU), or one task per node "
-                          "(hydra.launcher.tasks_per_node=1, srun --ntasks-per-node=1) with trainer.devices=N")
+        raise ConfigError(f"{tasks} with trainer.devices={devices}: each SLURM task is one rank and drives one "
+                          "device; use trainer.devices=1 with one task per GPU, or one task per node "
+                          "(hydra.launcher.tasks_per_node=1, srun --ntasks-per-node=1) with trainer.devices=G")

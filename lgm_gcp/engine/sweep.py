@@ -74,8 +74,8 @@ class SweepSummary(Callback):
         if job_return.status == JobStatus.FAILED:
             error = job_return._return_value
             error = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
-        elif run_status(run_dir) not in FINISHED_RUNS:  # returned, but its run did not finish
-            status, error = "FAILED", f"the run ended with status {run_status(run_dir)!r} ({run_dir / 'metrics.json'})"
+        elif (ended := run_status(run_dir)) not in FINISHED_RUNS:  # returned, but its run did not finish
+            status, error = "FAILED", f"the run ended with status {ended!r} ({run_dir / 'metrics.json'})"
         record_job(config.hydra.sweep.dir, run_dir.name, status, error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
