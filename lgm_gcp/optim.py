@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
+
+from lgm_gcp.config.fields import DROP_RATE, NonNeg
 
 
 def _is_no_decay(name: str, param: torch.nn.Parameter) -> bool:
@@ -35,9 +39,11 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
     return list(groups.values())
 
 
-def sgd(model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float,
-        decay_norm_and_bias: bool = True, classifier_lr_mult: float = 1.0) -> torch.optim.SGD:
-    """SGD over ``param_groups``; the defaults of every option live in the schema (``OptimizerConfig``)."""
+def sgd(model: nn.Module, lr: float, momentum: Annotated[float, DROP_RATE] = 0.9, nesterov: bool = True,
+        weight_decay: NonNeg = 5e-4, decay_norm_and_bias: bool = True,
+        classifier_lr_mult: NonNeg = 1.0) -> torch.optim.SGD:
+    """SGD over ``param_groups`` (momentum in [0, 1)). ``decay_norm_and_bias``: the references decay every
+    parameter. The builder calls it with the model and the schedule's first LR (``optimizer`` is partial)."""
     groups = param_groups(model, weight_decay, decay_norm_and_bias, classifier_lr_mult)
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
 

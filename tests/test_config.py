@@ -137,16 +137,21 @@ def _schema_default(f):
                                                     "trainer", "logger") for p in (CONF / g).glob("*.yaml")),
                          ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_an_option_yaml_sets_only_what_differs_from_its_schema(path):
-    """The schema owns every default: a YAML option that restated one would be a second place to edit."""
+    """The schema (the class signature) owns every default: a YAML option that restated one would be a
+    second place to edit. Read as Hydra reads it (OmegaConf's YAML: 5e-4 is a float, not PyYAML's string),
+    with a ``_global_`` option's keys under its group (the GCP LR policies)."""
     import dataclasses
 
-    import yaml
+    from omegaconf import OmegaConf
 
-    from lgm_gcp.config.schema import SCHEMAS
+    from lgm_gcp.config.register import option_schemas
 
-    data = yaml.safe_load(path.read_text()) or {}
-    (schema,) = [SCHEMAS[d.split("/")[2]][d.split("/")[3].split("@")[0]] for d in data["defaults"]
+    group = path.parent.name
+    data = OmegaConf.to_container(OmegaConf.load(path))
+    (schema,) = [option_schemas()[group, d.split("/")[3].split("@")[0]] for d in data["defaults"]
                  if isinstance(d, str) and d.startswith("/schema/")]
+    if "_target_" not in data and isinstance(data.get(group), dict):
+        data = data[group]
     repeated = []
     for f in dataclasses.fields(schema):
         default, value = _schema_default(f), data.get(f.name)

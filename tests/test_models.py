@@ -53,6 +53,7 @@ def test_parameter_counts_equal_the_papers(backbone, head, expected):
 
 
 BACKBONES, HEADS, LOSSES = conf_options("backbone"), conf_options("head"), conf_options("loss")
+HEAD_KEYS = {head: set(resolved(f"head={head}")["head"]) for head in HEADS}
 IMAGENET = [b for b in BACKBONES if "torchvision_nets" in resolved(f"backbone={b}")["backbone"]["_target_"]]
 # The largest networks (3-8 s a build here) run every head, loss and input option in the slow tier;
 # the fast tier builds each of them once with GAP and softmax, and the others under every option.
@@ -69,7 +70,7 @@ def one_training_step(backbone: str, head: str, loss: str, *overrides):
     of 4 random images (64 px for ImageNet backbones, 32 for CIFAR ones; dimension-8 covariance
     heads keep it small; fewer images leave a 3G block on VGG's 2x2 maps with all-dead ReLUs); returns the model."""
     size = 64 if backbone in IMAGENET else 32
-    extra = ["head.dim=8"] if head not in ("gap", "flatten") else []
+    extra = ["head.dim=8"] if "dim" in HEAD_KEYS[head] else []  # any head that reduces to a dimension
     if head == "3g":  # the default zero W_b gives its block's inner convs no gradient at step 0, as a
         extra.append("head.gate_init=kaiming")  # zero-initialised residual branch: wiring checked with the reference's
     torch.manual_seed(0)

@@ -175,7 +175,6 @@ def compose_with_choices(overrides: Sequence[str] = (), config_name: str = "conf
 
     Raises ConfigError with a one-line message on any mistake.
     """
-    register_schemas()
     GlobalHydra.instance().clear()
     concrete = [o for o in overrides if not o.startswith("hydra.")]
     if search_path and not Path(search_path).is_dir():
@@ -183,6 +182,7 @@ def compose_with_choices(overrides: Sequence[str] = (), config_name: str = "conf
     extra = _config_dir(search_path)
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         try:
+            register_schemas(search_path)
             concrete = _first_values(concrete, search_path)
             cfg = hydra_compose(config_name=config_name, overrides=concrete + extra, return_hydra_config=True)
         except ConfigError:
@@ -204,7 +204,7 @@ def resolved_sweep_dir(overrides: Sequence[str] = (), search_path: str | None = 
     """``hydra.sweep.dir`` as the config sets it, resolved now, in the launching process (which claims
     the folder through ``unique_dir``). Hydra resolves it again in every job process of a parallel
     launcher (joblib), where the claim would find the folder taken and make ``-1``, ``-2``, ... per job."""
-    register_schemas()
+    register_schemas(search_path)
     GlobalHydra.instance().clear()
     extra = _config_dir(search_path)
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):

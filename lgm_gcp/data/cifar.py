@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from lgm_gcp.data.files import DatasetError, find_file, read_pickle, search_dirs
-from lgm_gcp.data.in_memory import InMemoryData
+from lgm_gcp.data.in_memory import FileData
 
 LAYOUTS = {
     10: ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels"),
@@ -19,7 +19,7 @@ LAYOUTS = {
 }
 
 
-class CIFAR(InMemoryData):
+class CIFAR(FileData):
     def load(self):
         if self.num_classes not in LAYOUTS:
             raise DatasetError(f"dataset.num_classes={self.num_classes}: CIFAR has 10 or 100 classes")

@@ -6,14 +6,18 @@ stratified train/test split (``test_fraction``, ``split_seed``).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import torch
 
+from lgm_gcp.config.fields import Index, Range
 from lgm_gcp.data.in_memory import InMemoryData
 
 
 class Digits(InMemoryData):
-    def __init__(self, test_fraction: float = 0.25, split_seed: int = 0, **kwargs):
+    def __init__(self, test_fraction: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.25,
+                 split_seed: Index = 0, **kwargs):
         self.test_fraction, self.split_seed = test_fraction, split_seed
         super().__init__(**kwargs)
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Annotated, Iterator, Literal, Optional, Sequence
 
+from lgm_gcp.config.fields import RESUMABLE, Count, NonNeg
 from lgm_gcp.data.files import DatasetError
 from lgm_gcp.data.images import ImageSamples, eval_transform, train_transform
 from lgm_gcp.data.in_memory import epoch_step_count
@@ -129,12 +130,20 @@ def split_samples(name: str, root: str, split: str, folder: str, layout: str, sm
 
 
 class ImageFolderData:
-    def __init__(self, name: str, root: str, num_classes: int, image_size: int, mean: Sequence[float],
-                 std: Sequence[float], in_channels: int = 3, download: bool = False, train_dir: str = "train",
-                 val_dir: str = "val", resize: int = 256, color_jitter: float = 0.0, lighting: float = 0.0,
-                 ten_crop: bool = False, num_workers: int | str = "auto", prefetch_factor: int = 2,
-                 skip_bad_images: bool = False, drop_last: bool = False, decoder: str = "tensor",
-                 layout: str = "folders", small: bool = True):
+    """``layout``: folders (``<root>/<train_dir>/<class>/*``) or torchvision (Places365's file lists and
+    data_256/, val_256/; ``small``: the 256x256 images, else the *_large ones). ``decoder``: tensor
+    (torchvision.io + transforms.v2 on uint8 tensors, 1.7-2x the reference's speed) or pil (PIL +
+    transforms, torchvision's reference recipe pixel for pixel; lgm_gcp/data/images.py).
+    ``skip_bad_images``: skip (and count) undecodable files instead of stopping with their path.
+    ``ten_crop``, ``num_workers`` and ``prefetch_factor`` come from the trainer."""
+
+    def __init__(self, name: str, root: Annotated[Optional[str], RESUMABLE], num_classes: Count, image_size: Count,
+                 mean: Sequence[float], std: Sequence[float], in_channels: Count = 3,
+                 download: Annotated[bool, RESUMABLE] = False, train_dir: str = "train", val_dir: str = "val",
+                 resize: Count = 256, color_jitter: NonNeg = 0.0, lighting: NonNeg = 0.0, ten_crop: bool = False,
+                 num_workers: int | str = "auto", prefetch_factor: int = 2, skip_bad_images: bool = False,
+                 drop_last: bool = False, decoder: Literal["tensor", "pil"] = "tensor",
+                 layout: Literal["folders", "torchvision"] = "folders", small: bool = True):
         if download:
             raise DatasetError(f"{name}: dataset.download is not available for image-folder datasets; "
                                f"place the class folders under {root}/{train_dir} and {root}/{val_dir}")

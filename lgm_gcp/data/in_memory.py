@@ -12,10 +12,11 @@ skips the batches already done).
 from __future__ import annotations
 
 import abc
-from typing import Iterator, Sequence, Tuple
+from typing import Annotated, Iterator, Literal, Optional, Sequence, Tuple
 
 import torch
 
+from lgm_gcp.config.fields import DROP_RATE, RESUMABLE, Count, Index
 from lgm_gcp.errors import ConfigError, DatasetError
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
@@ -77,35 +78,42 @@ def rank_share(global_size: int, rank: int, world_size: int) -> slice:
 
 
 class InMemoryData(abc.ABC):
-    """Base class: subclasses implement ``load() -> (train_x, train_y, test_x, test_y)`` (uint8, int64)."""
+    """Base class: subclasses implement ``load() -> (train_x, train_y, test_x, test_y)`` (uint8, int64).
+
+    ``pad_mode``: zeros, or mean (the large-margin CIFAR recipe fills the padding with the mean colour).
+    ``device_augment``: crop, flip and normalise on the training device, with no worker processes.
+    ``drop_last``: drop the last partial training batch; kept by default, as the references' DataLoaders
+    keep it (CIFAR at 128: 391 steps); under DDP one with fewer images than processes is dropped.
+    ``val_fraction``: hold out this fraction of every class of the training set (fixed seed 0) as a
+    validation set, evaluated each epoch as val_*; it picks the best epoch (best.pt) instead of the test set.
+    ``ten_crop``, ``num_workers`` and ``prefetch_factor`` come from the trainer (no loader workers here:
+    batches are sliced from one tensor)."""
 
     def __init__(
         self,
         name: str,
-        num_classes: int,
-        image_size: int,
+        num_classes: Count,
+        image_size: Count,
         mean: Sequence[float],
         std: Sequence[float],
-        in_channels: int = 3,
-        root: str | None = None,
-        download: bool = False,
-        pad: int = 0,
-        pad_mode: str = "zeros",
+        in_channels: Count = 3,
+        root: Annotated[Optional[str], RESUMABLE] = None,
+        download: Annotated[bool, RESUMABLE] = False,
+        pad: Index = 0,
+        pad_mode: Literal["zeros", "mean"] = "zeros",
         flip: bool = False,
         device_augment: bool = True,
         ten_crop: bool = False,
-        num_workers: int | str = 0,  # no loader workers here: batches are sliced from one tensor
+        num_workers: int | str = 0,
         prefetch_factor: int = 2,
         drop_last: bool = False,
-        search: Sequence[str] = (),
-        val_fraction: float = 0.0,
+        val_fraction: Annotated[float, DROP_RATE] = 0.0,
     ):
         if ten_crop:
             raise ConfigError(f"eval.ten_crop=true needs an image-folder dataset (imagenet, places365), not {name}")
         if not isinstance(root, (str, type(None))):
             root = str(root)
         self.name, self.root, self.download, self.drop_last = name, root, download, drop_last
-        self.search = list(search)  # more folders to read the files from, after root (the file datasets)
         self.num_classes, self.image_size, self.in_channels = num_classes, image_size, in_channels
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -207,3 +215,12 @@ class InMemoryData(abc.ABC):
     def num_test_batches(self, batch_size: int, world_size: int = 1, split: str = "test") -> int:
         n = -(-len(self.val_y if split == "val" else self.test_y) // world_size)
         return -(-n // batch_size)
+
+
+class FileData(InMemoryData):
+    """In-memory datasets read from files (MNIST, Fashion-MNIST, CIFAR). ``search``: more folders to find
+    the files in, after root, in order."""
+
+    def __init__(self, search: Sequence[str] = (), **kwargs):
+        self.search = list(search)
+        super().__init__(**kwargs)

@@ -13,14 +13,14 @@ import logging
 import torch
 
 from lgm_gcp.data.files import DatasetError, find_file, read_idx, search_dirs
-from lgm_gcp.data.in_memory import InMemoryData
+from lgm_gcp.data.in_memory import FileData
 
 log = logging.getLogger("lgm_gcp")
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
-class MNIST(InMemoryData):
+class MNIST(FileData):
     torchvision_name = "MNIST"  # torchvision.datasets' class, and the folder it keeps the raw files in
     install = "put the four IDX files there (torchvision's MNIST layout) or run once with dataset.download=true"
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from lgm_gcp.config.fields import Count
 from lgm_gcp.data.in_memory import InMemoryData
 
 
 class Synthetic(InMemoryData):
-    def __init__(self, train_size: int = 1024, test_size: int = 256, **kwargs):
+    def __init__(self, train_size: Count = 1024, test_size: Count = 256, **kwargs):
         self.train_size, self.test_size = train_size, test_size
         super().__init__(**kwargs)
 

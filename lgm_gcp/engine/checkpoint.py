@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from lgm_gcp.config.schema import resumable_keys
+from lgm_gcp.config.register import resumable_keys
 from lgm_gcp.errors import CheckpointError
 from lgm_gcp.loggers.base import flatten
 

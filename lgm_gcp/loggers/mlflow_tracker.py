@@ -21,6 +21,9 @@ STATUS = {"finished": "FINISHED", "preempted": "KILLED", "failed": "FAILED"}
 
 
 class MLflowTracker(Tracker):
+    """``tracking_uri``: None reads MLFLOW_TRACKING_URI, else MLflow's default; ``log_checkpoint`` uploads
+    the final last.pt as an artifact (its path is always a tag)."""
+
     def __init__(self, tracking_uri: str | None = None, experiment: str = "lgm-gcp", log_checkpoint: bool = False):
         self.tracking_uri, self.experiment, self.log_checkpoint = tracking_uri, experiment, log_checkpoint
         self.client = self.run_id = None

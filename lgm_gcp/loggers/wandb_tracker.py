@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 from lgm_gcp.errors import TrackerError
 from lgm_gcp.loggers.base import Tracker
 
 
 class WandbTracker(Tracker):
-    def __init__(self, project: str = "lgm-gcp", entity: str | None = None, mode: str = "online",
+    def __init__(self, project: str = "lgm-gcp", entity: str | None = None,
+                 mode: Literal["online", "offline", "disabled"] = "online",
                  tags: Sequence[str] = ()):
         self.project, self.entity, self.mode, self.tags = project, entity, mode, list(tags)
         self.run = None

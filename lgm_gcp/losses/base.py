@@ -3,11 +3,16 @@ softmax with its log-sum-exp that the fused losses use."""
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-INITS = ("default", "normal")
+from lgm_gcp.config.fields import RECIPE
+
+# the classifier's init: default (PyTorch's) or normal (N(0, 0.01), zero bias); auto: the backbone's recipe
+ClassifierInit = Annotated[Literal["default", "normal"], RECIPE]
 
 
 def softmax_and_logsumexp(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,7 +36,7 @@ def make_linear(in_features: int, num_classes: int, init: str = "default") -> nn
 class LinearCriterion(nn.Module):
     """Base for criteria whose classifier is a Linear layer (softmax, large-margin)."""
 
-    def __init__(self, in_features: int, num_classes: int, init: str = "default"):
+    def __init__(self, in_features: int, num_classes: int, init: ClassifierInit = "default"):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes={num_classes} must be positive")

@@ -20,13 +20,14 @@ softmax pass gives both; the backward has no exp and four in-place passes.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Annotated, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from lgm_gcp.config.fields import NONNEG, NonNeg, Probability
 from lgm_gcp.errors import ConfigError
-from lgm_gcp.losses.base import softmax_and_logsumexp
+from lgm_gcp.losses.base import ClassifierInit, softmax_and_logsumexp
 from lgm_gcp.losses.softmax import SoftmaxLoss
 
 
@@ -100,9 +101,10 @@ def large_margin_loss(logits: torch.Tensor, targets: torch.Tensor, reg_lambda: f
 
 
 class LargeMarginLoss(SoftmaxLoss):
-    def __init__(self, in_features: int, num_classes: int, init: str = "default", label_smoothing: float = 0.0,
-                 class_weights: Sequence[float] | None = None, ignore_index: int = -100, reg_lambda: float = 0.3,
-                 deg_logit: float | None = None):
+    def __init__(self, in_features: int, num_classes: int, init: ClassifierInit = "default",
+                 label_smoothing: Probability = 0.0, class_weights: Sequence[float] | None = None,
+                 ignore_index: int = -100, reg_lambda: NonNeg = 0.3,
+                 deg_logit: Annotated[Optional[float], NONNEG] = None):
         if num_classes < 2:
             raise ConfigError(f"loss=large_margin needs at least 2 classes; the dataset has {num_classes}")
         super().__init__(in_features, num_classes, init, label_smoothing, class_weights, ignore_index)

@@ -28,12 +28,13 @@ biases −½‖μ‖²). Two deliberate differences from the Caffe layer, each w
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Literal, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lgm_gcp.config.fields import NonNeg, Positive
 from lgm_gcp.losses.base import softmax_and_logsumexp
 from lgm_gcp.schedules.margin import MarginSchedule
 
@@ -135,20 +136,29 @@ class FusedLGM(torch.autograd.Function):
         return grad_x, grad_mu, None, None, None, None
 
 
+DEFAULT_MARGIN = MarginSchedule()  # frozen: one instance serves every default
+
 class LGMLoss(nn.Module):
-    def __init__(self, in_features: int, num_classes: int, margin: Mapping | None = None,
-                 likelihood_weight: float = 0.1, likelihood_form: str = "half", covariance: str = "isotropic",
-                 log_det: bool = False, update_sigma: bool = False, sigma_init: float = 1.0,
-                 means_init: str = "msra", means_weight_decay: bool = True, means_lr_mult: float = 1.0,
-                 sigma_param: str = "log", sigma_offset: float = 0.0):
-        super().__init__()  # choices and ranges: LGMLossConfig, checked at start-up
+    """``likelihood_form``: half (Caffe/TF: ½‖x-μ‖²) | full (TPAMI: ‖x-μ‖²) | paper (Σ-scaled + ½log|Σ|).
+    ``means_init``: msra (the Caffe CIFAR example) | xavier (the Caffe MNIST one); ``means_lr_mult``: the
+    Caffe CIFAR-100 example uses 2; ``means_weight_decay``: the references decay the means (σ never is).
+    ``sigma_param``: the learned variance parameter, log or raw (Caffe's clamped σ); ``sigma_offset`` is
+    added to the isotropic σ (the Caffe layer adds 1e-4). The defaults are the Caffe CIFAR-100 example's."""
+
+    def __init__(self, in_features: int, num_classes: int, margin: MarginSchedule | Mapping = DEFAULT_MARGIN,
+                 likelihood_weight: NonNeg = 0.1, likelihood_form: Literal["half", "full", "paper"] = "half",
+                 covariance: Literal["isotropic", "diagonal"] = "isotropic", log_det: bool = False,
+                 update_sigma: bool = False, sigma_init: Positive = 1.0, means_init: Literal["msra", "xavier"] = "msra",
+                 means_weight_decay: bool = True, means_lr_mult: NonNeg = 1.0,
+                 sigma_param: Literal["log", "raw"] = "log", sigma_offset: NonNeg = 0.0):
+        super().__init__()
         self.num_classes, self.in_features = num_classes, in_features
-        self.margin = MarginSchedule(**dict(margin or {}))
+        self.margin = margin if isinstance(margin, MarginSchedule) else MarginSchedule(**margin)
         self.likelihood_weight, self.likelihood_form, self.log_det = likelihood_weight, likelihood_form, log_det
         self.means = nn.Parameter(torch.empty(num_classes, in_features))
         if means_init == "msra":
             nn.init.normal_(self.means, 0.0, math.sqrt(2.0 / in_features))
-        else:  # xavier (the choices: LGMLossConfig.means_init)
+        else:  # xavier
             bound = math.sqrt(3.0 / in_features)
             nn.init.uniform_(self.means, -bound, bound)
         shape = (num_classes,) if covariance == "isotropic" else (num_classes, in_features)

@@ -7,15 +7,17 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from lgm_gcp.config.fields import Probability
 from lgm_gcp.errors import ConfigError
-from lgm_gcp.losses.base import LinearCriterion
+from lgm_gcp.losses.base import ClassifierInit, LinearCriterion
 
 
 class SoftmaxLoss(LinearCriterion):
     """loss = CE(W x + b, y), mean over the non-ignored samples. features (B, D), targets (B,)."""
 
-    def __init__(self, in_features: int, num_classes: int, init: str = "default", label_smoothing: float = 0.0,
-                 class_weights: Sequence[float] | None = None, ignore_index: int = -100):
+    def __init__(self, in_features: int, num_classes: int, init: ClassifierInit = "default",
+                 label_smoothing: Probability = 0.0, class_weights: Sequence[float] | None = None,
+                 ignore_index: int = -100):
         super().__init__(in_features, num_classes, init)
         if class_weights is not None and len(class_weights) != num_classes:
             raise ConfigError(f"loss.class_weights has {len(class_weights)} entries; "

@@ -12,14 +12,19 @@ from __future__ import annotations
 import abc
 import bisect
 import math
-from typing import Sequence
+from typing import Annotated, Optional, Sequence
 
+from lgm_gcp.config.fields import COUNT, POSITIVE, RESUMABLE, Count, NonNeg, Positive, Probability
 from lgm_gcp.errors import ConfigError
+
+Epochs = Annotated[int, COUNT, RESUMABLE]  # the schedule's length; a resumed run may extend it
 
 
 class LRSchedule(abc.ABC):
-    def __init__(self, base_lr: float, epochs: int, per_iteration: bool = False, warmup_epochs: float = 0.0,
-                 warmup_start: float = 0.0):
+    """``warmup_start``: the fraction of base_lr at step 0 of the warmup."""
+
+    def __init__(self, base_lr: Positive = 0.1, *, epochs: Epochs, per_iteration: bool = False,
+                 warmup_epochs: NonNeg = 0.0, warmup_start: Probability = 0.0):
         self.base_lr, self.epochs, self.per_iteration = float(base_lr), int(epochs), per_iteration
         self.warmup_epochs, self.warmup_start = float(warmup_epochs), float(warmup_start)
 
@@ -48,7 +53,7 @@ class Constant(LRSchedule):
 class Cosine(LRSchedule):
     """lr(e) = min_lr + (base_lr - min_lr) * (1 + cos(pi e / epochs)) / 2."""
 
-    def __init__(self, min_lr: float = 0.0, **kw):
+    def __init__(self, min_lr: NonNeg = 0.0, **kw):
         super().__init__(**kw)
         self.min_lr = min_lr
 
@@ -60,8 +65,8 @@ class Cosine(LRSchedule):
 class MultiStep(LRSchedule):
     """lr = base_lr * gamma^(number of milestones passed); milestones in epochs, or in steps."""
 
-    def __init__(self, milestones: Sequence[int] = (30, 60, 90), gamma: float = 0.1, milestones_in_steps: bool = False,
-                 **kw):
+    def __init__(self, milestones: Sequence[int] = (30, 60, 90), gamma: Positive = 0.1,
+                 milestones_in_steps: bool = False, **kw):
         super().__init__(**kw)
         self.milestones, self.gamma, self.in_steps = sorted(milestones), gamma, milestones_in_steps
 
@@ -73,7 +78,7 @@ class MultiStep(LRSchedule):
 class Step(LRSchedule):
     """lr = base_lr * gamma^floor(e / step_size) (LR_norm of the GCP study: 0.1 * 0.1^floor(e/30))."""
 
-    def __init__(self, step_size: int = 30, gamma: float = 0.1, **kw):
+    def __init__(self, step_size: Count = 30, gamma: Positive = 0.1, **kw):
         super().__init__(**kw)
         self.step_size, self.gamma = step_size, gamma
 
@@ -84,7 +89,7 @@ class Step(LRSchedule):
 class Exponential(LRSchedule):
     """lr = base_lr * gamma^e (MobileNetV2 LR_norm 0.045 * 0.98^e, LR_fast 0.06 * 0.92^e)."""
 
-    def __init__(self, gamma: float = 0.98, **kw):
+    def __init__(self, gamma: Positive = 0.98, **kw):
         super().__init__(**kw)
         self.gamma = gamma
 
@@ -99,7 +104,8 @@ class Polynomial(LRSchedule):
     puts epoch 0 *above* base_lr (0.1233 and 0.1041), as the published code does.
     """
 
-    def __init__(self, power: float = 2.0, length: float | None = None, offset: float = 0.0, **kw):
+    def __init__(self, power: Positive = 2.0, length: Annotated[Optional[float], POSITIVE] = None, offset: float = 0.0,
+                 **kw):
         super().__init__(**kw)
         self.power, self.length, self.offset = power, float(length or self.epochs), offset
 
@@ -111,7 +117,7 @@ class LogSpaced(LRSchedule):
     """lr_e = 10^(log10 base + (log10 final - log10 base) * e / (epochs - 1)): the large-margin CIFAR
     recipe, 0.1 -> 1e-4 over 50 epochs (e = 1 -> 0.08685, e = 49 -> 1e-4)."""
 
-    def __init__(self, final_lr: float = 1e-4, **kw):
+    def __init__(self, final_lr: Positive = 1e-4, **kw):
         super().__init__(**kw)
         self.final_lr = final_lr
 
@@ -145,7 +151,7 @@ class PiecewiseLinear(LRSchedule):
 class Linear(LRSchedule):
     """lr = base_lr + (final_lr - base_lr) * e / epochs: ShuffleNetV2's 0.5 (1 - t / (E I)) per iteration."""
 
-    def __init__(self, final_lr: float = 0.0, **kw):
+    def __init__(self, final_lr: NonNeg = 0.0, **kw):
         super().__init__(**kw)
         self.final_lr = final_lr
 

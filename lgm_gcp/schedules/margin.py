@@ -8,7 +8,7 @@ After the first update α lies in [min, max], and from there the updates are mon
 also one outside [min, max] (where clamp(f^k(value)) would not be).
 
 The defaults are the Caffe CIFAR-100 example's: STEPUP from 0.1, ×2 every 5000 steps, capped at
-``max`` 0.3; the config schema takes them from here. The Caffe layer counts its own forward
+``max`` 0.3; the config's ``loss.margin`` is derived from this class. The Caffe layer counts its own forward
 calls and restarts the schedule when a run is resumed from a snapshot; being a function of the
 restored global step, this one continues it (a deliberate fix).
 """
@@ -17,20 +17,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
-POLICIES = ("CONSTANT", "STEPUP", "ADDUP")
+from lgm_gcp.config.fields import Count, NonNeg
+
+Policy = Literal["CONSTANT", "STEPUP", "ADDUP"]
 
 
 @dataclass(frozen=True)
 class MarginSchedule:
-    """The defaults are written here once; the config schema (``MarginScheduleConfig``) takes them."""
+    """Written here once: ``loss.margin`` of L-GM's config is derived from these fields."""
 
-    policy: str = "STEPUP"
-    value: float = 0.1
-    step: int = 5000
-    gamma: float = 2.0
-    min: float = 0.0
-    max: float = 0.3  # the Caffe CIFAR-100 example's cap
+    policy: Policy = "STEPUP"
+    value: NonNeg = 0.1
+    step: Count = 5000
+    gamma: NonNeg = 2.0
+    min: NonNeg = 0.0
+    max: NonNeg = 0.3  # the Caffe CIFAR-100 example's cap
 
     def _update(self, value: float, times: int) -> float:
         """f^times(value) without clamping: value·γ^times (STEPUP) or value + γ·times (ADDUP)."""

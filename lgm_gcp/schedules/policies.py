@@ -23,6 +23,9 @@ Published quirks, reproduced with ``strict_paper=true`` (the default):
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
+from lgm_gcp.config.fields import COUNT, NONNEG, NonNeg, Positive, Probability
 from lgm_gcp.errors import ConfigError
 from lgm_gcp.schedules import lr
 
@@ -68,9 +71,10 @@ def lookup(policy: str, family: str, key: str):
     return entry.get(key, False) if key == "per_iteration" else entry[key]
 
 
-def gcp_policy(policy: str, family: str, base_lr: float, epochs: int, strict_paper: bool = True,
-               per_iteration: bool = False, warmup_epochs: float = 0.0, warmup_start: float = 0.0,
-               batch_size: int | None = None, weight_decay: float | None = None) -> lr.LRSchedule:
+def gcp_policy(policy: str, family: str, base_lr: Positive, epochs: lr.Epochs, strict_paper: bool = True,
+               per_iteration: bool = False, warmup_epochs: NonNeg = 0.0, warmup_start: Probability = 0.0,
+               batch_size: Annotated[Optional[int], COUNT] = None,
+               weight_decay: Annotated[Optional[float], NONNEG] = None) -> lr.LRSchedule:
     """The plain schedule behind (family, policy), with the configured base LR and epochs.
     ``batch_size`` and ``weight_decay`` are the recipe's; the YAML hands them to trainer/optimizer."""
     lookup(policy, family, "epochs")  # validates both names

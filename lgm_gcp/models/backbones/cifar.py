@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lgm_gcp.config.fields import Count
+
 
 def conv_bn_relu(cin: int, cout: int, padding: int = 1, bn_momentum: float = 0.1) -> list:
     conv = nn.Conv2d(cin, cout, 3, padding=padding, bias=False)
@@ -79,7 +81,7 @@ class ResNet20(nn.Sequential):
 
     recipe: dict = {}
 
-    def __init__(self, in_channels: int = 3, width: int = 16):
+    def __init__(self, in_channels: int = 3, width: Count = 16):
         layers = [nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
         c = width
         for stage in range(3):

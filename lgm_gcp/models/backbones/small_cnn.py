@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 from torch import nn
 
@@ -12,7 +12,7 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     DDP run equals a 1-process run with the same global batch); ``none``: identity."""
     norms = {"batch": nn.BatchNorm2d, "group": lambda c: nn.GroupNorm(max(c // 8, 1), c),
              "none": lambda c: nn.Identity()}
-    return norms[kind](channels)  # the choices: SmallCNNConfig.norm, checked at start-up
+    return norms[kind](channels)  # the choices: SmallCNN's signature, checked at start-up
 
 
 class SmallCNN(nn.Sequential):
@@ -20,7 +20,8 @@ class SmallCNN(nn.Sequential):
 
     recipe: dict = {}
 
-    def __init__(self, in_channels: int = 1, widths: Sequence[int] = (32, 64, 128), norm: str = "batch"):
+    def __init__(self, in_channels: int = 1, widths: Sequence[int] = (32, 64, 128),
+                 norm: Literal["batch", "group", "none"] = "batch"):
         layers, c = [], in_channels
         for i, w in enumerate(widths):
             if i:

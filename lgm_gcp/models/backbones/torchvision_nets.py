@@ -10,20 +10,26 @@ stride 1 (ShuffleNetV2 also drops its max-pool); VGG has no CIFAR stem (use ``la
 ``in_channels`` other than 3 replaces the first conv, as timm's ``in_chans`` does: after any weights
 are loaded, its kernel is summed over the RGB channels (1 channel) or repeated and scaled by
 3/in_channels (more), so pretrained filters keep their response to a grey or multi-band image.
-``backbone.weights``: a local file holding this backbone (a torchvision state dict, a released
-checkpoint of a reference repository, an lgm-gcp checkpoint), loaded by ``lgm_gcp/assemble.py`` above
-models and weights; its other tensors are left out, nothing downloads.
+``weights``: a local file holding this backbone (a torchvision state dict, a released checkpoint of a
+reference repository, an lgm-gcp checkpoint). The network is then built for 3 channels and keeps the file's
+name; the builder fills it (``lgm_gcp/assemble.py``, above models and weights: its other tensors are left
+out, nothing downloads) and only then adapts it to ``in_channels``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Annotated, Callable, Optional
 
 import torch
 import torchvision.models as tvm
 from torch import nn
 
+from lgm_gcp.config.fields import BY_HEAD, Range
 from lgm_gcp.errors import ConfigError
+
+# 1 removes the last downsampling; auto (the config's default): what the head prefers (1 under GCP and 3G)
+LastStride = Annotated[int, Range(1, 2), BY_HEAD]
+WeightsFile = Optional[str]
 
 
 def set_stride_one(module: nn.Module) -> None:
@@ -86,12 +92,14 @@ def adapt_input_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     return new
 
 
-def _finish(backbone: TorchvisionBackbone, in_channels: int = 3, stem: tuple | None = None) -> TorchvisionBackbone:
+def _finish(backbone: TorchvisionBackbone, in_channels: int = 3, stem: tuple | None = None,
+            weights: WeightsFile = None) -> TorchvisionBackbone:
     """Record the first conv ``getattr(stem[0], stem[1])`` (or ``stem[0][stem[1]]``) and adapt it to
-    ``in_channels``. (``backbone.weights`` is loaded by ``lgm_gcp.assemble``, between the 3-channel
-    build and this adaptation.)"""
-    backbone.input_conv = stem
-    backbone.set_in_channels(in_channels)
+    ``in_channels``; with ``weights`` keep 3 channels and the file's name (``weights_file``): the builder
+    loads it, then adapts the conv."""
+    backbone.input_conv, backbone.weights_file = stem, weights
+    if not weights:
+        backbone.set_in_channels(in_channels)
     return backbone
 
 
@@ -101,7 +109,8 @@ def _no_cifar_stem(name: str, cifar_stem: bool) -> None:
                           "inputs to 1x1); use backbone=layer13 or a ResNet for CIFAR, or cifar_stem=false")
 
 
-def _resnet(builder, last_stride: Any = 2, cifar_stem: bool = False, in_channels: int = 3):
+def _resnet(builder, last_stride: int = 2, cifar_stem: bool = False, weights: WeightsFile = None,
+            in_channels: int = 3):
     net = builder()
     del net.fc, net.avgpool
     if last_stride == 1:
@@ -111,30 +120,36 @@ def _resnet(builder, last_stride: Any = 2, cifar_stem: bool = False, in_channels
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         net.maxpool = nn.Identity()
     out = net.layer4[-1].conv3.out_channels if hasattr(net.layer4[-1], "conv3") else net.layer4[-1].conv2.out_channels
-    return _finish(TorchvisionBackbone(net, out, {}, _resnet_forward), in_channels, (net, "conv1"))
+    return _finish(TorchvisionBackbone(net, out, {}, _resnet_forward), in_channels, (net, "conv1"), weights)
 
 
-def resnet18(**kw):
-    return _resnet(tvm.resnet18, **kw)
+def resnet18(last_stride: LastStride = 2, cifar_stem: bool = False, weights: WeightsFile = None,
+             in_channels: int = 3):
+    return _resnet(tvm.resnet18, last_stride, cifar_stem, weights, in_channels)
 
 
-def resnet34(**kw):
-    return _resnet(tvm.resnet34, **kw)
+def resnet34(last_stride: LastStride = 2, cifar_stem: bool = False, weights: WeightsFile = None,
+             in_channels: int = 3):
+    return _resnet(tvm.resnet34, last_stride, cifar_stem, weights, in_channels)
 
 
-def resnet50(**kw):
-    return _resnet(tvm.resnet50, **kw)
+def resnet50(last_stride: LastStride = 2, cifar_stem: bool = False, weights: WeightsFile = None,
+             in_channels: int = 3):
+    return _resnet(tvm.resnet50, last_stride, cifar_stem, weights, in_channels)
 
 
-def resnet101(**kw):
-    return _resnet(tvm.resnet101, **kw)
+def resnet101(last_stride: LastStride = 2, cifar_stem: bool = False, weights: WeightsFile = None,
+             in_channels: int = 3):
+    return _resnet(tvm.resnet101, last_stride, cifar_stem, weights, in_channels)
 
 
-def resnext50(**kw):
-    return _resnet(tvm.resnext50_32x4d, **kw)
+def resnext50(last_stride: LastStride = 2, cifar_stem: bool = False, weights: WeightsFile = None,
+             in_channels: int = 3):
+    return _resnet(tvm.resnext50_32x4d, last_stride, cifar_stem, weights, in_channels)
 
 
-def mobilenet_v2(last_stride: Any = 2, cifar_stem: bool = False, in_channels: int = 3):
+def mobilenet_v2(last_stride: LastStride = 2, cifar_stem: bool = False, weights: WeightsFile = None,
+                in_channels: int = 3):
     """Features through the final 1x1 ConvBNReLU6 (320 -> 1280), 7x7 at 224². Recipe: Dropout(0.2) +
     Linear with N(0, 0.01) init; GCP reduction with ReLU6 (the GCP study)."""
     features = tvm.mobilenet_v2().features
@@ -143,7 +158,7 @@ def mobilenet_v2(last_stride: Any = 2, cifar_stem: bool = False, in_channels: in
     if cifar_stem:
         features[0][0].stride = (1, 1)
     recipe = {"dropout": 0.2, "init": "normal", "activation": "relu6"}
-    return _finish(TorchvisionBackbone(features, 1280, recipe), in_channels, (features[0], 0))
+    return _finish(TorchvisionBackbone(features, 1280, recipe), in_channels, (features[0], 0), weights)
 
 
 def _shufflenet_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +166,8 @@ def _shufflenet_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return net.conv5(net.stage4(net.stage3(net.stage2(x))))
 
 
-def shufflenet_v2(last_stride: Any = 2, cifar_stem: bool = False, in_channels: int = 3):
+def shufflenet_v2(last_stride: LastStride = 2, cifar_stem: bool = False, weights: WeightsFile = None,
+                in_channels: int = 3):
     """ShuffleNetV2 x1.0 through conv5 (464 -> 1024, BN, ReLU). Recipe: default Linear init, no
     dropout, GCP reduction with ReLU6 and PyTorch's default init of its 1x1 conv (as the GCP study's
     ShuffleNetV2, which initialises no layer itself)."""
@@ -163,10 +179,11 @@ def shufflenet_v2(last_stride: Any = 2, cifar_stem: bool = False, in_channels: i
         net.conv1[0].stride = (1, 1)
         net.maxpool = nn.Identity()
     recipe = {"activation": "relu6", "reduce_init": "default"}
-    return _finish(TorchvisionBackbone(net, 1024, recipe, _shufflenet_forward), in_channels, (net.conv1, 0))
+    return _finish(TorchvisionBackbone(net, 1024, recipe, _shufflenet_forward), in_channels, (net.conv1, 0), weights)
 
 
-def vgg16_bn(last_stride: Any = 2, cifar_stem: bool = False, in_channels: int = 3):
+def vgg16_bn(last_stride: LastStride = 2, cifar_stem: bool = False, weights: WeightsFile = None,
+                in_channels: int = 3):
     """VGG-16-BN conv layers; ``last_stride=1`` drops the last max-pool (14x14, as MPN-COV VGG does).
     Recipe: MLP 4096-4096 with ReLU + Dropout(0.5), Linear N(0, 0.01)."""
     _no_cifar_stem("vgg16_bn", cifar_stem)
@@ -174,10 +191,11 @@ def vgg16_bn(last_stride: Any = 2, cifar_stem: bool = False, in_channels: int = 
     if last_stride == 1:
         features = features[:-1]
     recipe = {"mlp": [4096, 4096], "dropout": 0.5, "init": "normal"}
-    return _finish(TorchvisionBackbone(features, 512, recipe), in_channels, (features, 0))
+    return _finish(TorchvisionBackbone(features, 512, recipe), in_channels, (features, 0), weights)
 
 
-def vgg16_mod(last_stride: Any = 1, cifar_stem: bool = False, in_channels: int = 3):
+def vgg16_mod(last_stride: LastStride = 1, cifar_stem: bool = False, weights: WeightsFile = None,
+                in_channels: int = 3):
     """The large-margin paper's "VGG-16 mod" (its ``vgg16bow_bn``): VGG-16-BN whose last max-pool is
     replaced by a 1x1 conv (with bias) to 4096 channels + BN + ReLU (``last_stride`` is fixed by that
     design). As the reference builds it, every conv and linear layer starts from N(0, 0.01) with zero
@@ -193,14 +211,15 @@ def vgg16_mod(last_stride: Any = 1, cifar_stem: bool = False, in_channels: int =
         elif isinstance(m, nn.BatchNorm2d):
             m.eps = 1e-4
     recipe = {"mlp": [4096], "mlp_norm": 1e-4, "init": "normal"}
-    return _finish(TorchvisionBackbone(features, 4096, recipe), in_channels, (features, 0))
+    return _finish(TorchvisionBackbone(features, 4096, recipe), in_channels, (features, 0), weights)
 
 
 def _densenet_forward(features: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.relu(features(x))
 
 
-def densenet169(last_stride: Any = 2, cifar_stem: bool = False, in_channels: int = 3):
+def densenet169(last_stride: LastStride = 2, cifar_stem: bool = False, weights: WeightsFile = None,
+                in_channels: int = 3):
     """DenseNet-169 features + the final ReLU torchvision applies (1664 channels). CIFAR stem: a 3x3/1
     conv and no max-pool, as DenseNet's own CIFAR models."""
     features = tvm.densenet169().features
@@ -211,4 +230,4 @@ def densenet169(last_stride: Any = 2, cifar_stem: bool = False, in_channels: int
         nn.init.kaiming_normal_(features.conv0.weight)
         features.pool0 = nn.Identity()
     return _finish(TorchvisionBackbone(features, 1664, {}, _densenet_forward), in_channels,
-                   (features, "conv0"))
+                   (features, "conv0"), weights)

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Annotated, Literal, Optional, Sequence, Union
 
 import torch
 from torch import nn
+
+from lgm_gcp.config.fields import COUNT, DROP_RATE, RECIPE
+
+# the parameters every head takes, as its signature writes them (lgm_gcp/config/fields.py): RECIPE ones
+# default to `auto` in a config, the backbone's recipe (its classifier stem), else the value given here
+DropRate = Annotated[float, DROP_RATE, RECIPE]
+MLPWidths = Annotated[Sequence[int], RECIPE]  # hidden widths after pooling (the VGG recipes)
+MLPNorm = Annotated[Union[bool, float], RECIPE]  # BatchNorm1d in the MLP: true, or its eps
+Bottleneck = Annotated[Optional[int], COUNT]  # a last Linear to this many features (2-D plots)
+Activation = Annotated[Literal["relu", "relu6"], RECIPE]  # of the 1x1 reduction (ReLU6: MobileNetV2, ShuffleNetV2)
+ReduceInit = Annotated[Literal["kaiming", "default"], RECIPE]  # the 1x1 reduction conv's init
 
 
 class PoolingHead(nn.Module):

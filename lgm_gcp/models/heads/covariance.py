@@ -33,20 +33,27 @@ root always run in float32 or float64, also under autocast.
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from lgm_gcp.config.fields import Count
 from lgm_gcp.errors import ConfigError
-from lgm_gcp.models.heads.base import PoolingHead
+from lgm_gcp.models.heads.base import Activation, Bottleneck, DropRate, MLPNorm, MLPWidths, PoolingHead, ReduceInit
 from lgm_gcp.models.heads.eigen import safe_eigh
 from lgm_gcp.models.heads.gram import gram_isqrt
 
 # head.vec_order: the (row, col) indices of the triangle kept. row: the upper triangle row by row
 # (iSQRT-COV); col: the lower one row by row, of a symmetric matrix the upper one column by column (3G-Net)
 VEC_ORDERS = {"row": torch.triu_indices, "col": torch.tril_indices}
-SQRTS = ("newton_schulz", "eigh")
-ALGORITHMS = ("auto", "matmul", "spectral", "gram")
+Sqrt = Literal["newton_schulz", "eigh"]  # eigh: the exact root, for comparison
+# how newton_schulz is evaluated (same values); auto: gram where the map has fewer positions than dim
+Algorithm = Literal["auto", "matmul", "spectral", "gram"]
+VecOrder = Literal["row", "col"]  # row: iSQRT-COV checkpoints; col: 3G-Net checkpoints
+ALGORITHMS = typing.get_args(Algorithm)
 
 
 class _Covariance(torch.autograd.Function):
@@ -247,7 +254,7 @@ class CovarianceSqrt(nn.Module):
 
     def __init__(self, iterations: int = 5, sqrt: str = "newton_schulz", vec_order: str = "row", jitter: float = 0.0,
                  algorithm: str = "auto"):
-        super().__init__()  # choices and ranges: CovarianceHeadConfig, checked at start-up
+        super().__init__()  # choices and ranges: this signature's, checked at start-up
         triangle_indices(2, vec_order, torch.device("cpu"))  # validates the order now
         self.iterations, self.sqrt, self.vec_order, self.jitter = iterations, sqrt, vec_order, jitter
         self.algorithm = algorithm
@@ -274,9 +281,10 @@ class IsqrtCovHead(PoolingHead):
 
     preferred_last_stride = 1  # the papers drop ResNet's last downsampling: 14x14 maps, M = 196
 
-    def __init__(self, in_channels: int, dim: int = 256, iterations: int = 5, activation: str = "relu",
-                 sqrt: str = "newton_schulz", algorithm: str = "auto", vec_order: str = "row", dropout: float = 0.0,
-                 mlp=(), mlp_norm: bool = False, bottleneck: int | None = None, reduce_init: str = "kaiming"):
+    def __init__(self, in_channels: int, dim: Count = 256, iterations: Count = 5, activation: Activation = "relu",
+                 sqrt: Sqrt = "newton_schulz", algorithm: Algorithm = "auto", vec_order: VecOrder = "row",
+                 dropout: DropRate = 0.0, mlp: MLPWidths = (), mlp_norm: MLPNorm = False, bottleneck: Bottleneck = None,
+                 reduce_init: ReduceInit = "kaiming"):
         super().__init__()
         self.reduce = reduction_block(in_channels, dim, activation, reduce_init) if dim else nn.Identity()
         d = dim or in_channels

@@ -6,12 +6,11 @@ paper's ImageNet VGG-16 row uses."""
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch import nn
 
-from lgm_gcp.models.heads.base import PoolingHead
+from lgm_gcp.config.fields import Count
+from lgm_gcp.models.heads.base import Bottleneck, DropRate, MLPNorm, MLPWidths, PoolingHead
 
 
 class FlattenPool(nn.Module):
@@ -26,8 +25,8 @@ class FlattenPool(nn.Module):
 class FlattenHead(PoolingHead):
     preferred_last_stride = 2
 
-    def __init__(self, in_channels: int, size: int = 7, dropout: float = 0.0, mlp: Sequence[int] = (),
-                 mlp_norm: bool = False, bottleneck: int | None = None):
+    def __init__(self, in_channels: int, size: Count = 7, dropout: DropRate = 0.0, mlp: MLPWidths = (),
+                 mlp_norm: MLPNorm = False, bottleneck: Bottleneck = None):
         super().__init__()
         self.pool = FlattenPool(size)
         self._finish(in_channels * size * size, dropout, mlp, mlp_norm, bottleneck)

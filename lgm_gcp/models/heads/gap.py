@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch import nn
 
-from lgm_gcp.models.heads.base import PoolingHead
+from lgm_gcp.models.heads.base import Bottleneck, DropRate, MLPNorm, MLPWidths, PoolingHead
 
 
 class GlobalAvgPool(nn.Module):
@@ -18,8 +16,8 @@ class GlobalAvgPool(nn.Module):
 class GAPHead(PoolingHead):
     preferred_last_stride = 2
 
-    def __init__(self, in_channels: int, dropout: float = 0.0, mlp: Sequence[int] = (), mlp_norm: bool = False,
-                 bottleneck: int | None = None):
+    def __init__(self, in_channels: int, dropout: DropRate = 0.0, mlp: MLPWidths = (), mlp_norm: MLPNorm = False,
+                 bottleneck: Bottleneck = None):
         super().__init__()
         self.pool = GlobalAvgPool()
         self._finish(in_channels, dropout, mlp, mlp_norm, bottleneck)

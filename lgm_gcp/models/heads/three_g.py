@@ -25,12 +25,15 @@ batched. Per block 344,129 conv + 2,688 BN parameters at d = 256.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
+from lgm_gcp.config.fields import Count, Index, NonNeg
 from lgm_gcp.errors import ConfigError
-from lgm_gcp.models.heads.base import PoolingHead
-from lgm_gcp.models.heads.covariance import CovarianceSqrt, reduction_block
+from lgm_gcp.models.heads.base import Activation, Bottleneck, DropRate, MLPNorm, MLPWidths, PoolingHead, ReduceInit
+from lgm_gcp.models.heads.covariance import Algorithm, CovarianceSqrt, Sqrt, VecOrder, reduction_block
 
 
 def _conv_bn(cin: int, cout: int, bn: bool = True) -> nn.Sequential:
@@ -39,7 +42,8 @@ def _conv_bn(cin: int, cout: int, bn: bool = True) -> nn.Sequential:
     return nn.Sequential(conv, nn.BatchNorm2d(cout)) if bn else nn.Sequential(conv)
 
 
-GATE_INITS = ("zero", "kaiming")
+# the gate score conv W_b: zero (every gate starts at ½) or kaiming (the reference's; saturates at start)
+GateInit = Literal["zero", "kaiming"]
 
 
 class ReweightBlock(nn.Module):
@@ -53,7 +57,7 @@ class ReweightBlock(nn.Module):
     branches are zero-initialised: softmax then reads 99.1 % at ten epochs. The 3G presets keep
     ``kaiming``."""
 
-    def __init__(self, dim: int, reduction: int = 4, gate_init: str = "zero"):
+    def __init__(self, dim: int, reduction: int = 4, gate_init: GateInit = "zero"):
         super().__init__()
         self.p1, self.p2, self.inject = _conv_bn(dim, dim), _conv_bn(dim, dim), _conv_bn(dim, dim)
         self.h1, self.h2 = _conv_bn(dim, dim), _conv_bn(dim, dim)
@@ -74,10 +78,11 @@ class ReweightBlock(nn.Module):
 class ThreeGHead(PoolingHead):
     preferred_last_stride = 1
 
-    def __init__(self, in_channels: int, dim: int = 256, blocks: int = 3, iterations: int = 5, activation: str = "relu",
-                 sqrt: str = "newton_schulz", algorithm: str = "auto", vec_order: str = "col", jitter: float = 1e-7,
-                 dropout: float = 0.0, mlp=(), mlp_norm: bool = False, bottleneck: int | None = None,
-                 reduce_init: str = "kaiming", gate_init: str = "zero"):
+    def __init__(self, in_channels: int, dim: Count = 256, blocks: Index = 3, iterations: Count = 5,
+                 activation: Activation = "relu", sqrt: Sqrt = "newton_schulz", algorithm: Algorithm = "auto",
+                 vec_order: VecOrder = "col", jitter: NonNeg = 1e-7, dropout: DropRate = 0.0, mlp: MLPWidths = (),
+                 mlp_norm: MLPNorm = False, bottleneck: Bottleneck = None, reduce_init: ReduceInit = "kaiming",
+                 gate_init: GateInit = "zero"):
         super().__init__()
         if blocks < 0:
             raise ConfigError(f"head.blocks={blocks} must be >= 0")
