@@ -163,3 +163,24 @@ def test_an_option_yaml_sets_only_what_differs_from_its_schema(path):
         elif value == default:
             repeated.append(f.name)
     assert not repeated, f"{path} repeats its schema's defaults: {repeated}"
+
+
+def test_errors_inside_a_config_dir_are_read_from_the_exceptions_not_hydras_text(tmp_path):
+    """An option YAML that sets a key its class does not take is named with its class's keys (Hydra's text
+    says "In 'loss/softmax2'", which was once read as a preset clash); an option a preset's defaults list
+    names and no folder holds lists the options of every folder on the search path, --config-dir's too."""
+    (tmp_path / "loss").mkdir()
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "loss" / "softmax2.yaml").write_text(
+        "defaults:\n  - /schema/loss/softmax@_here_\n  - _self_\n_target_: lgm_gcp.losses.softmax.SoftmaxLoss\n"
+        "gama: 1\n")
+    (tmp_path / "experiment" / "bad.yaml").write_text("# @package _global_\ndefaults:\n  - override /loss: bogus\n")
+    from lgm_gcp.config.compose import compose as compose_in
+
+    with pytest.raises(ConfigError) as e:
+        compose_in(["loss=softmax2"], search_path=str(tmp_path))
+    assert str(e.value) == ("unknown key 'loss.gama' for SoftmaxLossConfig; valid keys: _target_, init, "
+                            "label_smoothing, class_weights, ignore_index")
+    with pytest.raises(ConfigError) as e:
+        compose_in(["experiment=bad"], search_path=str(tmp_path))
+    assert str(e.value) == "unknown loss option 'bogus'; valid: large_margin, lgm, softmax, softmax2"

@@ -42,20 +42,26 @@ def _expected_type(object_type: type, key: str) -> str:
     return getattr(hint, "__name__", str(hint).replace("typing.", ""))
 
 
-def _preset_clash(exc: Exception, cause: Exception, overrides: Sequence[str]) -> str | None:
-    """A preset (``experiment=X``) that sets a key the group option chosen on the command line lacks."""
-    text = str(exc)
-    if not text.startswith("In '") or not isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+def _chosen(overrides: Sequence[str], group: str) -> List[str]:
+    """The options of ``group`` chosen on the command line (``loss=lgm``), in order."""
+    return [o.split("=", 1)[1] for o in overrides if "=" in o and o.split("=", 1)[0].lstrip("+~") == group]
+
+
+def _preset_clash(cause: Exception, overrides: Sequence[str]) -> str | None:
+    """A preset (``experiment=X``) that sets a key the group option chosen on the command line lacks:
+    decided from the overrides and the failing key, not from Hydra's message text."""
+    if not isinstance(cause, (ConfigKeyError, ConfigAttributeError)) or not cause.full_key:
         return None
-    source = text[4:].split("'", 1)[0]  # e.g. experiment/lm_vgg16_bn_imagenet_softmax
     key = cause.full_key
     group = key.split(".", 1)[0]
-    chosen = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+~") == group]
+    presets, chosen = _chosen(overrides, "experiment"), _chosen(overrides, group)
+    if group not in GROUPS or not presets or not chosen:
+        return None
     object_type = getattr(cause, "object_type", None)
     valid = ", ".join(field_names(object_type)) if dataclasses.is_dataclass(object_type) else "?"
-    option = f"{group}={chosen[-1]}" if chosen else f"the {group} option chosen"
-    return (f"{source.replace('/', '=', 1)} (conf/{source}.yaml) sets '{key}', which {option} does not have "
-            f"(its keys: {valid}); drop {option} to keep the preset's {group}, or override the preset's keys")
+    option = f"{group}={chosen[-1]}"
+    return (f"experiment={presets[-1]} sets '{key}', which {option} does not have (its keys: {valid}); drop "
+            f"{option} to keep the preset's {group}, or override the preset's keys")
 
 
 def _yaml_line(exc: yaml.YAMLError) -> str:
@@ -67,22 +73,21 @@ def _yaml_line(exc: yaml.YAMLError) -> str:
 
 
 def _one_line(exc: Exception, overrides: Sequence[str] = ()) -> str:
-    deepest = exc  # Hydra chains a preset's composition error as the context, not the cause
-    while (deepest.__cause__ or deepest.__context__) is not None:
-        deepest = deepest.__cause__ or deepest.__context__
-    clash = _preset_clash(exc, deepest, overrides)
+    chain = [exc]  # Hydra chains a preset's composition error as the context, not the cause
+    while (chain[-1].__cause__ or chain[-1].__context__) is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    missing = next((e for e in chain if isinstance(e, MissingConfigException)), None)
+    if missing is not None and missing.missing_cfg_file:  # an option a defaults list names (a preset's)
+        group, _, bad = missing.missing_cfg_file.rpartition("/")
+        valid = ", ".join(with_generated(group, missing.options or []))  # the search path's, --config-dir's too
+        if group in GROUPS:
+            return f"unknown {group} option '{bad}'; valid: {valid}"
+        return f"no config '{missing.missing_cfg_file}' on the search path; valid: {valid}"
+    # the OmegaConf error under Hydra's wrappers (the cause of a bad override, the context of a bad YAML)
+    cause = next((e for e in chain if isinstance(e, OmegaConfBaseException)), chain[-1])
+    clash = _preset_clash(cause, overrides)
     if clash:
         return clash
-    cause = exc
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
-    if isinstance(exc, MissingConfigException) or "Could not find" in str(exc):
-        text = str(exc)
-        for group in GROUPS:
-            if f"'{group}/" in text:
-                bad = text.split(f"'{group}/", 1)[1].split("'", 1)[0]
-                return f"unknown {group} option '{bad}'; valid: {', '.join(group_options(group))}"
-        return text.splitlines()[0]
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
         object_type = getattr(cause, "object_type", None)
         key = cause.full_key
@@ -93,8 +98,7 @@ def _one_line(exc: Exception, overrides: Sequence[str] = ()) -> str:
         object_type = getattr(cause, "object_type", None)
         key = cause.full_key
         leaf = key.rsplit(".", 1)[-1]
-        value = str(cause.msg).split("'")[1] if "'" in str(cause.msg) else "?"
-        return f"invalid value '{value}' for '{key}': expected {_expected_type(object_type, leaf)}"
+        return f"invalid value '{cause.value}' for '{key}': expected {_expected_type(object_type, leaf)}"
     if isinstance(exc, OverrideParseException):
         return f"cannot parse override: {str(exc).splitlines()[0]}"
     if isinstance(cause, OmegaConfBaseException):

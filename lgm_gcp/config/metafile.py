@@ -23,8 +23,8 @@ import functools
 from importlib import resources
 
 import yaml
-from hydra._internal.sources_registry import SourcesRegistry
 from hydra.core.object_type import ObjectType
+from hydra.core.plugins import Plugins
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
 from omegaconf import OmegaConf
 
@@ -170,7 +170,7 @@ class MetafilePresets(ConfigSource):
 def register_presets() -> None:
     """Make the ``metafile://`` source known to Hydra (conf/config.yaml puts it on the search path);
     refuse a preset that is both a metafile row and a YAML."""
-    SourcesRegistry.instance().register(MetafilePresets)
+    Plugins.instance().register(MetafilePresets)  # a ConfigSource plugin: Hydra registers its scheme
     for preset, (name, _, _) in generated_rows().items():
         if _conf("experiment", f"{preset}.yaml").is_file():
             raise ConfigError(f"preset {preset} is defined twice: in conf/metafile/{name}.yaml and "

@@ -63,6 +63,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def _parse(argv):
+    """Hydra's own command-line parser, so --config-dir, -m, --cfg ... mean what they mean to Hydra (its
+    only use of hydra._internal: Hydra has no public parser, and a copy of its flags would drift)."""
     from hydra._internal.utils import get_args_parser
 
     return get_args_parser().parse_args(argv)
