@@ -97,9 +97,9 @@ def focal_loss_source() -> str:
 
 
 def test_a_new_loss_is_its_class_and_one_yaml(tmp_path, monkeypatch):
-    """What a user adds, outside the package (docs/extending.md): a class file and a --config-dir YAML naming it. The schema is
-    derived from the class (its own gamma, SoftmaxLoss's options through **kwargs), so defaults, typos and
-    ranges behave as for the package's own losses."""
+    """What a user adds, outside the package (docs/extending.md): a class file and a --config-dir YAML
+    naming it. The schema is derived from the class (its own gamma, SoftmaxLoss's options through
+    **kwargs), so defaults, typos and ranges behave as for the package's own losses."""
     from lgm_gcp.config.compose import compose
     from lgm_gcp.errors import ConfigError
     from lgm_gcp.models.build import build_model

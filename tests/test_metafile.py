@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lgm_gcp.analysis.metafile import row_published, table_metrics
 from lgm_gcp.analysis.table import Run, build_cells, load_table
 from lgm_gcp.config import metafile
 from lgm_gcp.config.compose import compose_with_choices
@@ -43,14 +44,16 @@ def test_a_run_of_each_rows_preset_lands_in_the_cell_holding_the_rows_number(tab
     land in the cell that shows that number (the large-margin table once selected head=gap, so its
     VGG-16 runs, head=flatten, never reached their cell)."""
     table = load_table(table_name)
+    meta = load_metafile(table.metafile)
     placed = 0
-    for row in load_metafile(table.metafile)["rows"]:
+    for row in meta["rows"]:
+        number = row_published(meta, row, table_metrics(table))  # published, or the results entry of these metrics
         _, choices = compose_with_choices([f"experiment={row['preset']}"])
         cells = build_cells([Run(tmp_path, {}, choices, {"status": "finished", "best": {}, "final": {}})], table)
         [cell] = [c for c in cells if c.runs] or [None]
-        published = [c for c in cells if c.published == row["published"] and row["published"] is not None]
+        published = [c for c in cells if c.published == number and number is not None]
         if cell is not None and cell.published is not None:
-            assert cell.published == row["published"], f"{row['preset']} lands beside another row's number"
+            assert cell.published == number, f"{row['preset']} lands beside another row's number"
             placed += 1
         else:
             assert not published, f"{row['preset']}'s number is shown in a cell its runs never reach"
@@ -58,8 +61,8 @@ def test_a_run_of_each_rows_preset_lands_in_the_cell_holding_the_rows_number(tab
 
 
 def test_every_table_with_a_metafile_shows_every_number_it_publishes_for_the_tables_runs():
-    expected = {"gcp_imagenet": 40, "g3net": 4, "large_margin_imagenet": 10, "large_margin_cifar": 4,
-                "fashion_mnist": 1, "lgm_cifar100": 0}
+    expected = {"gcp_imagenet": 40, "gcp_robustness": 12, "g3net": 4, "large_margin_imagenet": 10,
+                "large_margin_cifar": 4, "fashion_mnist": 1, "lgm_cifar100": 0}
     assert {t: sum(len(v) for v in load_table(t).published.values()) for t in TABLES} == expected
 
 
@@ -152,8 +155,10 @@ def test_docs_blocks_are_what_the_metafiles_generate():
     released = [r for _, r in ROWS if r.get("released")]
     assert len(released) == 40 + 4 + 3  # GCP study, 3G-Net, fast-MPN-COV: an empty block cannot pass
     assert all(f"lgm-gcp-eval {r['released']} experiment={r['preset']}`" in text for r in released)
-    assert "| `lgm-gcp-eval ResNet50-3G-Places365.pth.tar experiment=g3_resnet50_places365` | 43.07 / 13.44 " \
-           "(10-crop) |" in text  # published error (%) and the row's protocol
+    places = next(r for _, r in ROWS if r["preset"] == "g3_resnet50_places365")
+    top1, top5 = places["published"]  # published error (%) and the row's protocol, in the docs' format
+    assert f"| `lgm-gcp-eval ResNet50-3G-Places365.pth.tar experiment=g3_resnet50_places365` | {top1:.2f} / " \
+           f"{top5:.2f} (10-crop) |" in text
 
 
 def test_an_unknown_metafile_is_one_line_and_no_table_keeps_a_second_copy():
@@ -161,3 +166,59 @@ def test_an_unknown_metafile_is_one_line_and_no_table_keeps_a_second_copy():
         load_metafile("nope")
     for name in TABLES:
         assert "published:" not in (CONF / "table" / f"{name}.yaml").read_text()
+
+
+def published_numbers() -> dict:
+    """{number as written: where} for every published number of the metafiles (their rows' ``published``
+    and ``results``) and of the tables' ``published`` and ``references``: those written with two decimals
+    and at least 1, which do not recur by chance in prose or code the way 0.2 or 87.0 do."""
+    import re
+
+    import yaml
+
+    found = {}
+
+    def collect(value, where):
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                collect(item, where)
+        elif isinstance(value, dict):
+            for item in value.values():
+                collect(item, where)
+        elif value is not None and not isinstance(value, bool):
+            for text in re.findall(r"\d+\.\d\d\b", str(value) if isinstance(value, str) else f"{value:.2f}"):
+                if float(text) >= 1:  # a spread (± 0.27) is left out: such small values recur by chance
+                    found.setdefault(text, where)
+
+    for path in sorted((ROOT / "conf" / "metafile").glob("*.yaml")):
+        for row in yaml.safe_load(path.read_text())["rows"]:
+            collect([row.get("published")] + [r["published"] for r in row.get("results", [])], path.name)
+    for path in sorted((ROOT / "conf" / "table").glob("*.yaml")):
+        table = yaml.safe_load(path.read_text())
+        collect([table.get("published"), table.get("references")], path.name)
+    return found
+
+
+def test_each_published_number_is_written_in_one_file():
+    """A published number lives in its metafile (or a table's references); tests and docs read it from
+    there. Generated pages (docs/weights.md, checked above) and measured results (docs/results/) aside,
+    no tracked file restates one."""
+    import re
+    import subprocess
+
+    numbers = published_numbers()
+    assert len(numbers) > 150  # the GCP study alone publishes 80 top-1 / top-5 pairs
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    pattern = re.compile(r"(?<![\d.])(\d+\.\d\d)(?!\d)")
+    restated = {}
+    for name in tracked:
+        if name.startswith(("conf/metafile/", "docs/results/")) or name == "docs/weights.md" \
+                or not name.endswith((".py", ".md", ".yaml", ".sh", ".toml")):
+            continue
+        path = ROOT / name
+        if name.startswith("conf/table/"):  # a table's own references are its own; its published are checked
+            continue
+        for text in pattern.findall(path.read_text(errors="ignore")):
+            if text in numbers:
+                restated.setdefault(text, []).append(name)
+    assert not restated, f"published numbers restated outside {set(numbers.values())}: {restated}"

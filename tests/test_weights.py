@@ -84,7 +84,7 @@ def write_release(name: str, structure: str, path: Path) -> dict:
         tensors = {strip_module(k): v for k, v in tensors.items()}
     elif structure == "gcp":  # GCP_Optimization and 3G-Net: whole-model DataParallel, legacy format
         torch.save({"epoch": 100, "arch": name, "state_dict": {f"module.{k}": v for k, v in tensors.items()},
-                    "best_acc1": torch.tensor([78.56]), "optimizer": {"state": {}, "param_groups": []}}, path,
+                    "best_acc1": torch.tensor([12.5]), "optimizer": {"state": {}, "param_groups": []}}, path,
                    _use_new_zipfile_serialization=False)
     elif structure == "lms":  # LargeMarginInSoftmax: DDP `module.`, and an argparse.Namespace beside
         torch.save({"epoch": 50, "arch": "layer13", "state_dict": {f"module.{k}": v for k, v in tensors.items()},

@@ -15,12 +15,29 @@ from lgm_gcp.errors import ConfigError
 from lgm_gcp.markdown import markdown_table
 
 
+def row_published(meta: dict, row: dict, metrics: list) -> Any:
+    """A row's published numbers of ``metrics``: its ``published`` for the metafile's ``metrics``, or the
+    entry of its ``results`` list (mmpretrain's shape: one entry per task, e.g. ImageNet-C/P) that reports
+    exactly those metrics; None where the row has none."""
+    if list(metrics) == list(meta["metrics"]):
+        return row.get("published")
+    return next((r["published"] for r in row.get("results", []) if list(r["metrics"]) == list(metrics)), None)
+
+
+def table_metrics(table) -> list:
+    """The metrics a table reports, in its order: what a row's published numbers must be for it."""
+    return [table.metric] + ([table.second_metric] if table.second_metric else []) + list(table.extra_metrics)
+
+
 def published_cells(meta: dict, table) -> dict[str, dict[str, Any]]:
     """{row label: {column label: published}} for a table whose axes (``keys`` -> ``labels``) and
-    ``select`` are config-group choices: each row with a number lands where a run of its preset would."""
+    ``select`` are config-group choices: each row with a number of the table's metrics lands where a run
+    of its preset would."""
+    metrics = table_metrics(table)
     cells: dict[str, dict[str, Any]] = {}
     for row in meta["rows"]:
-        if row.get("published") is None:
+        published = row_published(meta, row, metrics)
+        if published is None:
             continue
         choices = preset_choices(row["preset"])
         if any(key in choices and str(choices[key]) != str(value) for key, value in table.select.items()):
@@ -34,7 +51,7 @@ def published_cells(meta: dict, table) -> dict[str, dict[str, Any]]:
 
         r, c = label(table.rows), label(table.columns)
         if r is not None and c is not None:
-            cells.setdefault(r, {})[c] = row["published"]
+            cells.setdefault(r, {})[c] = published
     return cells
 
 

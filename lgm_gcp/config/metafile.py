@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from lgm_gcp.config.groups import GROUPS
 from lgm_gcp.config.validate import ConfigError
 
-ROW_KEYS = ("preset", "choices", "parts", "model", "parameters", "published", "released", "protocol")
+ROW_KEYS = ("preset", "choices", "parts", "model", "parameters", "published", "results", "released", "protocol")
 
 
 def _conf(*parts: str):
