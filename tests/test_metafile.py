@@ -22,12 +22,33 @@ ROWS = [(name, row) for name in metafile_names() for row in load_metafile(name)[
 TABLES = [p.stem for p in (CONF / "table").glob("*.yaml") if "metafile" in yaml.safe_load(p.read_text())]
 
 
-def test_the_repeated_families_are_generated_and_nothing_is_defined_twice():
-    """The 40 GCP-study presets and the 10 large-margin ImageNet presets are metafile rows, not YAML."""
+def test_every_paper_preset_is_a_metafile_row_and_nothing_is_defined_twice():
+    """The GCP study's 40, large-margin's 14 (ImageNet and CIFAR), 3G-Net's 4, L-GM's 2, iSQRT-COV's VGG-D
+    and Random Erasing's are metafile rows; the one YAML preset left is this project's digits demo."""
     generated = generated_presets()
     assert len([p for p in generated if p.startswith("gcp_")]) == 40
-    assert len([p for p in generated if p.startswith("lm_") and "_imagenet_" in p]) == 10
+    assert len([p for p in generated if p.startswith("lm_")]) == 14
+    assert len([p for p in generated if p.startswith("g3_")]) == 4
+    assert {"lgm_cifar100_simple_softmax", "lgm_cifar100_simple_lgm", "isqrt_vgg16_bn_imagenet",
+            "fmnist_resnet20"} <= set(generated)
+    assert conf_options("experiment") == ["digits_lgm_2d"]
     assert not set(generated) & set(conf_options("experiment"))
+
+
+def test_a_parts_choices_come_after_the_shared_ones_and_before_the_rows():
+    """One file, two recipes: the shared block picks head gap, part `cifar` picks the dataset and the
+    backbone and part `imagenet` another dataset; the row's own backbone wins over its part's."""
+    meta = {"preset": {"choices": {"head": "gap", "loss": "softmax"}, "reference": {"source": "{dataset}"}},
+            "parts": {"cifar": {"choices": {"dataset": "cifar10", "backbone": "layer13"}},
+                      "imagenet": {"choices": {"dataset": "imagenet", "backbone": "resnet50"}}}}
+    cifar = {"preset": "a", "choices": {}, "parts": ["cifar"], "parameters": 1}
+    imagenet = {"preset": "b", "choices": {"backbone": "resnet101"}, "parts": ["imagenet"], "parameters": 1}
+    assert preset_node("toy", meta, cifar)["defaults"] == [
+        {"override /dataset": "cifar10"}, {"override /backbone": "layer13"}, {"override /head": "gap"},
+        {"override /loss": "softmax"}]
+    node = preset_node("toy", meta, imagenet)
+    assert node["defaults"][:2] == [{"override /dataset": "imagenet"}, {"override /backbone": "resnet101"}]
+    assert node["reference"]["source"] == "imagenet"  # the source's {dataset} is the part's choice
 
 
 @pytest.mark.parametrize("name,row", ROWS, ids=[f"{n}:{r['preset']}" for n, r in ROWS])
@@ -109,8 +130,8 @@ def test_a_bad_metafile_row_is_one_line_naming_the_file_the_row_and_what_is_vali
 
 def test_a_part_with_a_key_beside_config_is_refused_not_ignored():
     meta = {"preset": {"reference": {"source": "s"}}, "parts": {"long": {"trainer": {"max_epochs": 300}}}}
-    with pytest.raises(ConfigError, match=r"^metafile toy_paper, part long: unknown key trainer; valid: vars, "
-                                          r"config, reference$"):
+    with pytest.raises(ConfigError, match=r"^metafile toy_paper, part long: unknown key trainer; valid: "
+                                          r"choices, vars, config, reference$"):
         preset_node("toy_paper", meta, {"preset": "toy", "choices": {}, "parts": ["long"], "parameters": 1})
 
 

@@ -8,12 +8,13 @@ A row with ``choices`` *is* its experiment preset: the ``metafile://`` config so
 on the search path of conf/config.yaml) serves it as ``experiment/<preset>`` (package ``_global_``), so
 ``experiment=<preset>`` composes it exactly as a YAML preset would::
 
-    node = {defaults: [{override /<group>: <option>} for preset.choices | row.choices],
+    node = {defaults: [{override /<group>: <option>} for preset.choices | part.choices ... | row.choices],
             **merge(preset.config, part.config for part in row.parts),
             reference: merge(preset.reference, part.reference ..., {parameters: row.parameters})}
 
-with ``reference.source`` formatted by the choices, the merged ``vars`` and ``{model}``. A row without
-``choices`` names a hand-written preset in ``conf/experiment/``.
+with ``reference.source`` formatted by the choices, the merged ``vars`` and ``{model}``. A part may set
+choices of its own, so one paper's ImageNet and CIFAR recipes are two parts of one file. A row without
+``choices`` names a preset defined elsewhere: another metafile's row or a YAML in ``conf/experiment/``.
 """
 
 from __future__ import annotations
@@ -63,8 +64,11 @@ def merge(base: dict, extra: dict) -> dict:
 
 
 def row_choices(meta: dict, row: dict) -> dict:
-    """{group: option} of a generated row: the paper's shared choices, then the row's own."""
-    return {**meta["preset"].get("choices", {}), **row["choices"]}
+    """{group: option} of a generated row: the paper's shared choices, its parts' in order, then the row's."""
+    choices = dict(meta.get("preset", {}).get("choices", {}))
+    for part in row.get("parts", []):
+        choices.update(meta.get("parts", {}).get(part, {}).get("choices", {}))
+    return {**choices, **row["choices"]}
 
 
 def preset_node(name: str, meta: dict, row: dict) -> dict:
@@ -74,7 +78,7 @@ def preset_node(name: str, meta: dict, row: dict) -> dict:
     unknown = sorted(set(choices) - set(GROUPS))
     if unknown:
         raise ConfigError(f"{where}: {', '.join(unknown)} is not a config group; valid: {', '.join(GROUPS)}")
-    shared, parts = meta["preset"], meta.get("parts", {})
+    shared, parts = meta.get("preset", {}), meta.get("parts", {})
     _check_keys(where, row, ROW_KEYS)
     _check_keys(f"metafile {name}, preset", shared, ("choices", "vars", "config", "reference"))
     config, reference = shared.get("config", {}), shared.get("reference", {})
@@ -82,7 +86,7 @@ def preset_node(name: str, meta: dict, row: dict) -> dict:
     for part in row.get("parts", []):
         if part not in parts:
             raise ConfigError(f"{where}: unknown part '{part}'; valid: {', '.join(parts)}")
-        _check_keys(f"metafile {name}, part {part}", parts[part], ("vars", "config", "reference"))
+        _check_keys(f"metafile {name}, part {part}", parts[part], ("choices", "vars", "config", "reference"))
         config = merge(config, parts[part].get("config", {}))
         reference = merge(reference, parts[part].get("reference", {}))
         variables.update(parts[part].get("vars", {}))
