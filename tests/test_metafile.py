@@ -243,3 +243,16 @@ def test_each_published_number_is_written_in_one_file():
             if text in numbers:
                 restated.setdefault(text, []).append(name)
     assert not restated, f"published numbers restated outside {set(numbers.values())}: {restated}"
+
+
+def test_a_rows_network_facts_come_from_the_files_networks_table_once_per_backbone_and_head():
+    """The GCP study's 14 (backbone, head) pairs carry 40 rows: each count is written once, in networks."""
+    meta = {"preset": {"reference": {"source": "{model}"}},
+            "networks": {"resnet50": {"gcp": {"model": "resnet50_mpncov", "parameters": 56929832}}}}
+    node = preset_node("toy", meta, {"preset": "a", "choices": {"backbone": "resnet50", "head": "gcp"}})
+    assert (node["reference"]["source"], node["reference"]["parameters"]) == ("resnet50_mpncov", 56929832)
+    with pytest.raises(ConfigError, match=r"^metafile toy, row b: no parameter count; give the row's parameters "
+                                          r"or networks.resnet50.gap$"):
+        preset_node("toy", meta, {"preset": "b", "choices": {"backbone": "resnet50", "head": "gap"}})
+    counts = load_metafile("gcp_study")["networks"]
+    assert sum(len(heads) for heads in counts.values()) == 14

@@ -12,7 +12,8 @@ on the search path of conf/config.yaml) serves it as ``experiment/<preset>`` (pa
             **merge(preset.config, part.config for part in row.parts),
             reference: merge(preset.reference, part.reference ..., {parameters: row.parameters})}
 
-with ``reference.source`` formatted by the choices, the merged ``vars`` and ``{model}``. A part may set
+with ``reference.source`` formatted by the choices, the merged ``vars`` and ``{model}``. A row's ``model``
+and ``parameters`` may come from the file's ``networks.<backbone>.<head>``, written once per pair. A part may set
 choices of its own, so one paper's ImageNet and CIFAR recipes are two parts of one file. A row without
 ``choices`` names a preset defined elsewhere: another metafile's row or a YAML in ``conf/experiment/``.
 """
@@ -82,7 +83,12 @@ def preset_node(name: str, meta: dict, row: dict) -> dict:
     _check_keys(where, row, ROW_KEYS)
     _check_keys(f"metafile {name}, preset", shared, ("choices", "vars", "config", "reference"))
     config, reference = shared.get("config", {}), shared.get("reference", {})
-    variables = {**shared.get("vars", {}), **choices, "model": row.get("model")}
+    network = meta.get("networks", {}).get(choices.get("backbone"), {}).get(choices.get("head"), {})
+    model, parameters = row.get("model", network.get("model")), row.get("parameters", network.get("parameters"))
+    if parameters is None:
+        raise ConfigError(f"{where}: no parameter count; give the row's parameters or "
+                          f"networks.{choices.get('backbone')}.{choices.get('head')}")
+    variables = {**shared.get("vars", {}), **choices, "model": model}
     for part in row.get("parts", []):
         if part not in parts:
             raise ConfigError(f"{where}: unknown part '{part}'; valid: {', '.join(parts)}")
@@ -90,7 +96,7 @@ def preset_node(name: str, meta: dict, row: dict) -> dict:
         config = merge(config, parts[part].get("config", {}))
         reference = merge(reference, parts[part].get("reference", {}))
         variables.update(parts[part].get("vars", {}))
-    reference = merge(reference, {"parameters": row["parameters"]})
+    reference = merge(reference, {"parameters": parameters})
     try:
         reference["source"] = reference["source"].format(**variables)
     except KeyError as exc:
