@@ -3,7 +3,7 @@ file and composes its presets).
 
 A row's preset names its config-group choices, so a table places each published number by the same
 labels it gives runs; ``released_weights_table`` writes the released-weights tables of
-``docs/weights.md`` (``scripts/metafile_docs.py``).
+``docs/weights.md`` (``scripts/generate_docs.py``).
 """
 
 from __future__ import annotations
