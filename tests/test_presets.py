@@ -108,3 +108,27 @@ def test_a_drifted_preset_fails_its_fingerprint(edit, expected):
         except AssertionError as e:
             messages.append(str(e))
     assert any(expected in m for m in messages), messages
+
+
+def flat_keys(tree: dict, prefix: str = "") -> set:
+    return {k for key, value in tree.items()
+            for k in (flat_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"})}
+
+
+@pytest.mark.parametrize("preset_name", PRESETS)
+def test_a_references_config_states_only_what_its_preset_does_not_set(preset_name):
+    """reference.config checks the values a preset relies on from elsewhere (a group option's defaults, a
+    GCP policy's lookups): a value the preset sets itself would be written twice, and checked against itself."""
+    import yaml
+
+    from lgm_gcp.config.metafile import generated_rows, preset_node
+
+    if preset_name in generated_rows():
+        node = preset_node(*generated_rows()[preset_name][:2], generated_rows()[preset_name][2])
+    else:
+        from conftest import CONF
+
+        node = yaml.safe_load((CONF / "experiment" / f"{preset_name}.yaml").read_text())
+    own = {k: v for k, v in node.items() if k not in ("defaults", "reference")}
+    restated = flat_keys(node["reference"].get("config", {})) & flat_keys(own)
+    assert not restated, f"{preset_name}: reference.config restates what the preset sets: {sorted(restated)}"
