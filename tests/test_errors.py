@@ -347,7 +347,8 @@ TRAIN_CASES = {
     "group_option_of_100000_characters": (lambda t: ["loss=" + "a" * 100_000], 2,
                                           "unknown loss option 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...' "
                                           "(100,000 characters); valid: large_margin, lgm, softmax"),
-    "amp_value": (lambda t: ["trainer.amp=fp8", "hydra.run.dir=r"], 1, "trainer.amp='fp8'"),
+    "amp_value": (lambda t: ["trainer.amp=fp8", "hydra.run.dir=r"], 2,
+                  "trainer.amp=fp8 is not valid; choose one of false, bf16, fp16"),
     "weights_missing": (lambda t: ["weights=nope.pth", "hydra.run.dir=r"], 1, "weights file nope.pth does not exist"),
     "weights_not_a_checkpoint": (lambda t: ["weights=afile", "hydra.run.dir=r"], 1,
                                  "afile is not a readable torch checkpoint"),

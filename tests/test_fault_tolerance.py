@@ -15,6 +15,7 @@ import torch
 
 from lgm_gcp.engine.signals import PREEMPTED_EXIT
 from lgm_gcp.engine.train import run
+from lgm_gcp.errors import ConfigError
 
 from conftest import TINY, resolved, wait_for
 
@@ -40,9 +41,9 @@ def test_amp_trains_like_float32_and_saves_the_scaler_for_fp16(tmp_path, amp):
     assert (ckpt["scaler"] is not None) == (amp == "fp16")
 
 
-def test_bad_amp_value_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="trainer.amp='fp8' is not valid; choose false, bf16 or fp16"):
-        run(resolved(*BASE, "trainer.amp=fp8"), tmp_path)
+def test_bad_amp_value_is_refused_at_start_up():
+    with pytest.raises(ConfigError, match="^trainer.amp=fp8 is not valid; choose one of false, bf16, fp16$"):
+        resolved(*BASE, "trainer.amp=fp8")
 
 
 def test_channels_last_matches_contiguous_training(tmp_path):

@@ -246,3 +246,16 @@ def test_libjpegs_corrupt_data_warnings_do_not_reach_stderr(tmp_path, capfd):
     assert "Corrupt JPEG data: 10 extraneous bytes" in capfd.readouterr().err
     assert load_tensor(str(tmp_path / "stray.jpg")).shape == (3, 40, 46)
     assert capfd.readouterr().err == ""
+
+
+def test_both_kinds_of_dataset_are_what_the_trainer_reads(tmp_path):
+    """The trainer reads a dataset through TrainingData alone: image folders and the in-memory fast path
+    both provide it, the held-out split and the skipped-image count included."""
+    from lgm_gcp.data import TrainingData
+
+    make_tree(tmp_path, classes=3, per_class=2)
+    folders = folder_data(tmp_path, num_workers=0)
+    digits = instantiate(resolved("dataset=digits")["dataset"], num_workers=0)
+    assert isinstance(folders, TrainingData) and isinstance(digits, TrainingData)
+    assert (folders.has_val, folders.skipped_images, digits.has_val, digits.skipped_images) == (False, [], False, None)
+    assert not isinstance(object(), TrainingData)

@@ -130,7 +130,8 @@ def test_resume_restores_step_lr_rng_and_weights_over_a_wrong_lr(tmp_path, tiny_
     resume path, and check that the step, the LR, the weights and the RNG state came back."""
     from lgm_gcp.config.instantiate import instantiate
     from lgm_gcp.engine.distributed import DistEnv
-    from lgm_gcp.engine.train import resume
+    from lgm_gcp.config.schema import TrainerConfig
+    from lgm_gcp.engine.train import resume, typed
     from lgm_gcp.models.build import build_model
 
     cfg = tiny_cfg("trainer.max_epochs=1", DROPOUT)
@@ -140,7 +141,8 @@ def test_resume_restores_step_lr_rng_and_weights_over_a_wrong_lr(tmp_path, tiny_
     torch.manual_seed(12345)  # other initial weights and another RNG state than the run's
     model = build_model(cfg, data.num_classes, data.in_channels)
     optimizer = instantiate(cfg["optimizer"])(model, lr=999.0)
-    state, history, _, loaded_from = resume(tmp_path, cfg, DistEnv(), model, optimizer, None, None)
+    state, history, _, loaded_from = resume(tmp_path, cfg, typed(TrainerConfig, cfg["trainer"]), DistEnv(), model,
+                                            optimizer, None, None)
     steps = 1347 // 64
     assert state.step == steps and state.epoch == 1 and len(history) == 1
     assert loaded_from == f"{tmp_path / 'checkpoints' / 'last.pt'} (step {steps})"

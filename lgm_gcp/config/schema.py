@@ -88,7 +88,8 @@ class TrainerConfig:
     auto_resume: bool = resumable(True)  # resume from <run dir>/checkpoints/last.pt when it exists
     resume: Optional[str] = resumable(None)  # resume from this checkpoint file instead
     progress: bool = resumable(True)  # progress bars when stderr is a terminal (never in logs or CI)
-    amp: Any = False  # false | bf16 | fp16 (GradScaler for fp16); heads and L-GM distances stay fp32
+    # GradScaler for fp16; heads and L-GM distances stay fp32
+    amp: Any = one_of(False, False, "bf16", "fp16")
     channels_last: bool = resumable(False)
     compile: Any = resumable(False)  # false | true (inductor) | a torch.compile backend name
     grad_clip: Optional[float] = positive(None)  # max global gradient norm

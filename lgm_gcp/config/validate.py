@@ -66,6 +66,7 @@ def _validate(cfg: DictConfig, allow_extra: bool | None) -> None:
     OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]), resolve=True)
     check_ranges(cfg)
     check_lengths(cfg)
+    check_run(cfg)
     check_composition(cfg)
 
 
@@ -87,6 +88,16 @@ def check_lengths(cfg: DictConfig) -> None:
                               f"{MAX_VALUE_CHARS} (a path's longest)")
 
     walk(OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]), resolve=True), "")
+
+
+def check_run(cfg: DictConfig) -> None:
+    """What a run needs beyond each value's own range: ``eval.only`` evaluates the weights of a file, and
+    the landscape probe's step sizes run from a to b >= a >= 0."""
+    if OmegaConf.select(cfg, "eval.only", default=False) and not OmegaConf.select(cfg, "weights", default=None):
+        raise ConfigError("eval.only=true evaluates the weights of a file: give weights=FILE")
+    low_high = list(OmegaConf.select(cfg, "trainer.landscape_range", default=[0, 0]))
+    if len(low_high) != 2 or not 0 <= low_high[0] <= low_high[1]:
+        raise ConfigError(f"trainer.landscape_range={low_high} must be [a, b] with 0 <= a <= b")
 
 
 def check_composition(cfg: DictConfig) -> None:
@@ -124,7 +135,8 @@ def _check_ranges(cfg: DictConfig, interpolated: bool) -> None:
             key = f"{path}.{f.name}" if path else f.name
             if options is not None:
                 if value not in options:
-                    raise ConfigError(f"{key}={value} is not valid; choose one of {', '.join(options)}")
+                    shown = ", ".join(str(o).lower() if isinstance(o, bool) else str(o) for o in options)
+                    raise ConfigError(f"{key}={value} is not valid; choose one of {shown}")
                 continue
             if isinstance(value, str) and f.metadata.get("auto") and value != "auto":
                 raise ConfigError(f"{key}={value} is not valid; give a number {rng.describe()}, or auto")

@@ -137,6 +137,8 @@ class ImageFolderData:
     ``skip_bad_images``: skip (and count) undecodable files instead of stopping with their path.
     ``ten_crop``, ``num_workers`` and ``prefetch_factor`` come from the trainer."""
 
+    has_val = False  # the val folder is the test split; no held-out part of train
+
     def __init__(self, name: str, root: Annotated[Optional[str], RESUMABLE], num_classes: Count, image_size: Count,
                  mean: Sequence[float], std: Sequence[float], in_channels: Count = 3,
                  download: Annotated[bool, RESUMABLE] = False, train_dir: str = "train", val_dir: str = "val",

@@ -78,7 +78,8 @@ def rank_share(global_size: int, rank: int, world_size: int) -> slice:
 
 
 class InMemoryData(abc.ABC):
-    """Base class: subclasses implement ``load() -> (train_x, train_y, test_x, test_y)`` (uint8, int64).
+    """Base class of the ``TrainingData`` held in memory: subclasses implement ``load() -> (train_x,
+    train_y, test_x, test_y)`` (uint8, int64).
 
     ``pad_mode``: zeros, or mean (the large-margin CIFAR recipe fills the padding with the mean colour).
     ``device_augment``: crop, flip and normalise on the training device, with no worker processes.
@@ -88,6 +89,8 @@ class InMemoryData(abc.ABC):
     validation set, evaluated each epoch as val_*; it picks the best epoch (best.pt) instead of the test set.
     ``ten_crop``, ``num_workers`` and ``prefetch_factor`` come from the trainer (no loader workers here:
     batches are sliced from one tensor)."""
+
+    skipped_images = None  # nothing to decode, nothing skipped
 
     def __init__(
         self,

@@ -24,7 +24,6 @@ from lgm_gcp.config import ConfigError, register_schemas, validate
 from lgm_gcp.config.compose import compose, compose_with_choices, resolved_sweep_dir, sweep_safe
 from lgm_gcp.config.resolvers import unique_dir
 from lgm_gcp.engine import distributed, slurm
-from lgm_gcp.engine.landscape import probe_hook
 from lgm_gcp.engine.launch import launch, setup_worker_logging
 from lgm_gcp.engine.runlock import check_run_dir
 from lgm_gcp.engine.sweep import SWEEP_DIRS, record_job, summary
@@ -79,7 +78,6 @@ def preflight(argv) -> None:
         return
     cfg = OmegaConf.to_container(compose(args.overrides, search_path=args.config_dir), resolve=True)
     check_weights(cfg)  # the file exists, loads and fits the network
-    probe_hook(cfg["trainer"])  # a valid landscape_range
     for override in args.overrides:
         key, _, value = override.partition("=")
         if key in ("hydra.run.dir", "hydra.sweep.dir"):

@@ -25,7 +25,6 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from lgm_gcp.errors import ConfigError
 from lgm_gcp.models.backbones.stem import split_after_stem
 
 
@@ -60,13 +59,12 @@ def probe(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: i
 
 
 def probe_hook(tcfg) -> Callable | None:
-    """The trainer's per-step probe, or None when ``trainer.landscape_every`` is 0."""
-    every = tcfg["landscape_every"]
+    """The trainer's per-step probe (``tcfg``: the trainer's typed config, its landscape_range checked at
+    start-up), or None when ``trainer.landscape_every`` is 0."""
+    every = tcfg.landscape_every
     if not every:
         return None
-    low, high = tcfg["landscape_range"]
-    if not 0 <= low <= high:
-        raise ConfigError(f"trainer.landscape_range={[low, high]} must be [a, b] with 0 <= a <= b")
-    deltas = step_sizes(low, high, tcfg["landscape_points"])
+    low, high = tcfg.landscape_range
+    deltas = step_sizes(low, high, tcfg.landscape_points)
     return lambda model, images, targets, step: probe(model, images, targets, step, deltas) if step % every == 0 \
         else None

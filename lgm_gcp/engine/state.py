@@ -58,6 +58,10 @@ class TrainState:
     best: float | None = None  # the best validation (or test) top-1 so far
     epoch_sums: list | None = None  # EPOCH_SUMS of the epoch in progress, all-reduced, at a mid-epoch checkpoint
     landscape: list = field(default_factory=list)  # the landscape probe's records (trainer.landscape_every)
+    # the epoch in progress, which no checkpoint holds as such: this rank's running sums (all-reduced into
+    # epoch_sums at a mid-epoch checkpoint) and time.time() at its start, less what it ran before a resume
+    epoch_totals: Sums | None = field(default=None, repr=False, compare=False)
+    epoch_start: float = field(default=0.0, repr=False, compare=False)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch, "best": self.best,
