@@ -75,7 +75,10 @@ class FusedLargeMargin(torch.autograd.Function):
         return out.scatter_(1, y, not_py.mul_(row).neg_()), None, None, None
 
 
-def large_margin_loss(logits: torch.Tensor, targets: torch.Tensor, reg_lambda: float = 0.3,
+REG_LAMBDA = 0.3  # λ of the paper and its reference (all of its experiments)
+
+
+def large_margin_loss(logits: torch.Tensor, targets: torch.Tensor, reg_lambda: float = REG_LAMBDA,
                       weight: torch.Tensor | None = None, ignore_index: int = -100, reduction: str = "mean",
                       deg_logit: float | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
     n, c = logits.shape
@@ -103,7 +106,7 @@ def large_margin_loss(logits: torch.Tensor, targets: torch.Tensor, reg_lambda: f
 class LargeMarginLoss(SoftmaxLoss):
     def __init__(self, in_features: int, num_classes: int, init: ClassifierInit = "default",
                  label_smoothing: Probability = 0.0, class_weights: Sequence[float] | None = None,
-                 ignore_index: int = -100, reg_lambda: NonNeg = 0.3,
+                 ignore_index: int = -100, reg_lambda: NonNeg = REG_LAMBDA,
                  deg_logit: Annotated[Optional[float], NONNEG] = None):
         if num_classes < 2:
             raise ConfigError(f"loss=large_margin needs at least 2 classes; the dataset has {num_classes}")
