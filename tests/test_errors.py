@@ -22,7 +22,7 @@ from lgm_gcp.engine import checkpoint
 from lgm_gcp.engine.train import run
 from lgm_gcp.errors import CheckpointError, DatasetError, NonFiniteError, RunFolderError
 
-from conftest import TINY, resolved
+from conftest import TINY, conf_options, resolved
 from datafiles import make_tree
 
 QUICK = [*TINY[:-1], "trainer.progress=false", "trainer.deterministic=true"]
@@ -341,12 +341,12 @@ TRAIN_CASES = {
                                    "loss._target_=lgm_gcp.losses.Nope"),
     "unknown_experiment": (lambda t: ["experiment=gcp_resnet51_gcp_norm"], 2, "unknown experiment option"),
     "unknown_logger": (lambda t: ["logger=[tensorboard,bogus]"], 2,
-                       "unknown logger option 'bogus'; valid: csv, mlflow, tensorboard, wandb"),
+                       f"unknown logger option 'bogus'; valid: {', '.join(conf_options('logger'))}"),
     "null_group_option": (lambda t: ["experiment=null"], 2, "experiment=null: a group's option cannot be null; "
                           "~experiment leaves the group out"),
     "group_option_of_100000_characters": (lambda t: ["loss=" + "a" * 100_000], 2,
                                           "unknown loss option 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...' "
-                                          "(100,000 characters); valid: large_margin, lgm, softmax"),
+                                          f"(100,000 characters); valid: {', '.join(conf_options('loss'))}"),
     "amp_value": (lambda t: ["trainer.amp=fp8", "hydra.run.dir=r"], 2,
                   "trainer.amp=fp8 is not valid; choose one of false, bf16, fp16"),
     "weights_missing": (lambda t: ["weights=nope.pth", "hydra.run.dir=r"], 1, "weights file nope.pth does not exist"),
