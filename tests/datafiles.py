@@ -85,3 +85,55 @@ def make_places365_lists(root, classes=3, per_class=4, size=40, large=False):
     (root / "places365_train_standard.txt").write_text("".join(train))
     (root / "places365_val.txt").write_text("".join(val))
     return root
+
+
+# ----------------------------------------------------------------------------------- fine-grained benchmarks
+
+
+def fine_grained_image(path, shade):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((20, 24, 3), shade, np.uint8)).save(path)
+
+
+def write_cub(root):
+    """Three species, five images: ids 1-3 train, 4-5 test (train_test_split 1 = train); classes 1-based."""
+    base = root / "CUB_200_2011"
+    images = {1: ("001.Albatross/a1.jpg", 1, 1), 2: ("002.Auklet/b1.jpg", 2, 1), 3: ("003.Blackbird/c1.jpg", 3, 1),
+              4: ("001.Albatross/a2.jpg", 1, 0), 5: ("003.Blackbird/c2.jpg", 3, 0)}
+    for image_id, (relative, _, _) in images.items():
+        fine_grained_image(base / "images" / relative, 40 * image_id)
+    base.joinpath("images.txt").write_text("".join(f"{i} {r}\n" for i, (r, _, _) in images.items()))
+    base.joinpath("image_class_labels.txt").write_text("".join(f"{i} {c}\n" for i, (_, c, _) in images.items()))
+    base.joinpath("train_test_split.txt").write_text("".join(f"{i} {t}\n" for i, (_, _, t) in images.items()))
+    return base
+
+
+def write_aircraft(root):
+    """Two variants of two families; trainval holds three images, test one."""
+    data = root / "fgvc-aircraft-2013b" / "data"
+    for name in ("0001", "0002", "0003", "0004"):
+        fine_grained_image(data / "images" / f"{name}.jpg", int(name) * 30)
+    data.joinpath("variants.txt").write_text("707-320\nA300B4\n")
+    data.joinpath("families.txt").write_text("A300\nBoeing 707\n")  # another order: labels tell the levels apart
+    data.joinpath("images_variant_trainval.txt").write_text("0001 707-320\n0002 A300B4\n0003 A300B4\n")
+    data.joinpath("images_variant_test.txt").write_text("0004 707-320\n")
+    data.joinpath("images_family_trainval.txt").write_text("0001 Boeing 707\n0002 A300\n0003 A300\n")
+    data.joinpath("images_family_test.txt").write_text("0004 Boeing 707\n")
+
+
+def write_cars(root):
+    """The devkit's .mat files as torchvision reads them: four train images of three classes (1-based), two test."""
+    import scipy.io
+
+    base = root / "stanford_cars"
+    fields = [("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"), ("class", "O"), ("fname", "O")]
+    train = np.array([(1, 1, 9, 9, c, f"{i:05d}.jpg") for i, c in enumerate([1, 2, 3, 1], 1)], dtype=fields)
+    test = np.array([(1, 1, 9, 9, c, f"{i:05d}.jpg") for i, c in enumerate([3, 2], 1)], dtype=fields)
+    (base / "devkit").mkdir(parents=True)
+    scipy.io.savemat(base / "devkit" / "cars_train_annos.mat", {"annotations": train})
+    scipy.io.savemat(base / "cars_test_annos_withlabels.mat", {"annotations": test})
+    scipy.io.savemat(base / "devkit" / "cars_meta.mat", {"class_names": np.array(["a", "b", "c"], dtype=object)})
+    for i, name in enumerate(train["fname"]):
+        fine_grained_image(base / "cars_train" / name, 50 * i)
+    for i, name in enumerate(test["fname"]):
+        fine_grained_image(base / "cars_test" / name, 60 * i)

@@ -13,7 +13,7 @@ from lgm_gcp.config.instantiate import instantiate
 from lgm_gcp.models.build import build_model
 
 from conftest import compose, conf_options, resolved, run_cli
-from datafiles import make_cifar, make_mnist, make_tree
+from datafiles import make_cifar, make_mnist, make_tree, write_aircraft, write_cars, write_cub
 
 CONF = Path(str(resources.files("lgm_gcp.conf")))
 GROUP_OPTIONS = [(g.name, y.stem) for g in sorted(CONF.iterdir())
@@ -32,6 +32,9 @@ DATA_FILES = {  # datasets that read files: a tiny copy in the real format, and 
     "cifar100": (lambda root: make_cifar(root, classes=100), []),
     "imagenet": (lambda root: make_tree(root), ["dataset.num_classes=3"]),
     "places365": (lambda root: make_tree(root), ["dataset.num_classes=3"]),
+    "cub": (lambda root: write_cub(root), ["dataset.num_classes=3"]),
+    "aircraft": (lambda root: write_aircraft(root), ["dataset.num_classes=2"]),
+    "cars": (lambda root: write_cars(root), ["dataset.num_classes=3"]),
 }
 
 

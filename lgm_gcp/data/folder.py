@@ -27,6 +27,7 @@ from typing import Annotated, Iterator, Literal, Optional, Sequence
 
 from lgm_gcp.config.fields import RESUMABLE, Count, NonNeg
 from lgm_gcp.data.files import DatasetError
+from lgm_gcp.data.fine_grained import SPLITS, fine_grained_samples
 from lgm_gcp.data.images import ImageSamples, eval_transform, train_transform
 from lgm_gcp.data.in_memory import epoch_step_count
 from lgm_gcp.data.loader import GlobalBatchSampler, KeptLoader, ShardSampler, resolve_num_workers
@@ -116,11 +117,15 @@ def folder_samples(name: str, path: Path) -> tuple[list[tuple[str, int]], int]:
 
 
 def split_samples(name: str, root: str, split: str, folder: str, layout: str, small: bool,
-                  num_classes: int) -> list[tuple[str, int]]:
-    """The (path, label) samples of ``split`` (train or val) in ``layout``, with as many classes as configured."""
+                  num_classes: int, level: str = "variant") -> list[tuple[str, int]]:
+    """The (path, label) samples of ``split`` (train or val) in ``layout``, with as many classes as configured.
+    A fine-grained layout reads the split ``folder`` names (train_dir / val_dir: CUB's train and test, ...)."""
     if layout == "torchvision":
         samples, found = places365_samples(root, split, small)
         where, what = Path(root) / PLACES365_CATEGORIES, "classes"
+    elif layout in SPLITS:
+        samples, found = fine_grained_samples(layout, root, folder, level)
+        where, what = f"{root} ({layout}, split {folder})", "classes"
     else:
         samples, found = folder_samples(name, Path(root) / folder)
         where, what = Path(root) / folder, "class folders"
@@ -130,8 +135,10 @@ def split_samples(name: str, root: str, split: str, folder: str, layout: str, sm
 
 
 class ImageFolderData:
-    """``layout``: folders (``<root>/<train_dir>/<class>/*``) or torchvision (Places365's file lists and
-    data_256/, val_256/; ``small``: the 256x256 images, else the *_large ones). ``decoder``: tensor
+    """``layout``: folders (``<root>/<train_dir>/<class>/*``), torchvision (Places365's file lists and
+    data_256/, val_256/; ``small``: the 256x256 images, else the *_large ones), or a fine-grained benchmark's
+    own layout, cub, aircraft (at annotation ``level`` variant, family or manufacturer) or cars, whose
+    ``train_dir`` and ``val_dir`` name splits (``lgm_gcp/data/fine_grained.py``). ``decoder``: tensor
     (torchvision.io + transforms.v2 on uint8 tensors, 1.7-2x the reference's speed) or pil (PIL +
     transforms, torchvision's reference recipe pixel for pixel; lgm_gcp/data/images.py).
     ``skip_bad_images``: skip (and count) undecodable files instead of stopping with their path.
@@ -145,14 +152,15 @@ class ImageFolderData:
                  resize: Count = 256, color_jitter: NonNeg = 0.0, lighting: NonNeg = 0.0, ten_crop: bool = False,
                  num_workers: int | str = "auto", prefetch_factor: int = 2, skip_bad_images: bool = False,
                  drop_last: bool = False, decoder: Literal["tensor", "pil"] = "tensor",
-                 layout: Literal["folders", "torchvision"] = "folders", small: bool = True):
+                 layout: Literal["folders", "torchvision", "cub", "aircraft", "cars"] = "folders", small: bool = True,
+                 level: Literal["variant", "family", "manufacturer"] = "variant"):
         if download:
             raise DatasetError(f"{name}: dataset.download is not available for image-folder datasets; "
                                f"place the class folders under {root}/{train_dir} and {root}/{val_dir}")
         self.name, self.num_classes, self.in_channels = name, num_classes, in_channels
         self.ten_crop, self.skip_bad_images, self.skipped_images = ten_crop, skip_bad_images, []
         self.drop_last, self.num_workers = drop_last, resolve_num_workers(num_workers)
-        splits = {split: split_samples(name, root, split, folder, layout, small, num_classes)
+        splits = {split: split_samples(name, root, split, folder, layout, small, num_classes, level)
                   for split, folder in (("train", train_dir), ("val", val_dir))}
         self.train_set = ImageSamples(splits["train"], train_transform(decoder, image_size, mean, std,
                                                                           color_jitter, lighting),
