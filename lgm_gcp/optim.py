@@ -7,11 +7,14 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from lgm_gcp.config.fields import DROP_RATE, NonNeg
+from lgm_gcp.config.fields import DROP_RATE, NonNeg, Positive
+
+# a transformer's learned tokens and position embeddings (timm's names), never decayed where norms are not
+TOKEN_NAMES = ("pos_embed", "cls_token", "dist_token", "reg_token", "relative_position_bias_table")
 
 
 def _is_no_decay(name: str, param: torch.nn.Parameter) -> bool:
-    return param.ndim <= 1 or name.endswith(".bias")
+    return param.ndim <= 1 or name.endswith(".bias") or name.rsplit(".", 1)[-1] in TOKEN_NAMES
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = True,
@@ -51,3 +54,13 @@ def sgd(model: nn.Module, lr: float, momentum: Annotated[float, DROP_RATE] = 0.9
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)
+
+
+def adamw(model: nn.Module, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: Positive = 1e-8,
+          weight_decay: NonNeg = 0.05, decay_norm_and_bias: bool = False,
+          classifier_lr_mult: NonNeg = 1.0) -> torch.optim.AdamW:
+    """torch's AdamW over ``param_groups``: decoupled weight decay, by default not on norms, biases and a
+    transformer's tokens and position embeddings (``decay_norm_and_bias=false``), as timm fine-tunes its
+    trunks; the classifier's LR times ``classifier_lr_mult``."""
+    groups = param_groups(model, weight_decay, decay_norm_and_bias, classifier_lr_mult)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
