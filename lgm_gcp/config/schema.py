@@ -16,9 +16,10 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from lgm_gcp.config.fields import Range
+from lgm_gcp.config.fields import COUNT, DROP_RATE, NONNEG, POSITIVE, PROBABILITY, Range
 
 # ----------------------------------------------------------------------------------- value ranges
+# (the ranges are config/fields.py's, which the option classes' signatures use too)
 
 
 def _ranged(default: Any, rng: Range) -> Any:
@@ -32,12 +33,12 @@ def one_of(default: Any, *options: str) -> Any:
 
 def count(default: Any = MISSING) -> Any:
     """A count: an integer >= 1."""
-    return _ranged(default, Range(low=1))
+    return _ranged(default, COUNT)
 
 
 def nonneg(default: Any = MISSING) -> Any:
     """A rate, decay, size or index that may be zero."""
-    return _ranged(default, Range(low=0))
+    return _ranged(default, NONNEG)
 
 
 def count_or_auto(default: Any = "auto", low: float = 1) -> Any:
@@ -47,12 +48,12 @@ def count_or_auto(default: Any = "auto", low: float = 1) -> Any:
 
 def positive(default: Any = MISSING) -> Any:
     """A strictly positive value (learning rates, variances, clip norms)."""
-    return _ranged(default, Range(low=0, low_open=True))
+    return _ranged(default, POSITIVE)
 
 
 def probability(default: Any = MISSING, high_open: bool = False) -> Any:
     """A probability or fraction in [0, 1] (or [0, 1))."""
-    return _ranged(default, Range(low=0, high=1, high_open=high_open))
+    return _ranged(default, DROP_RATE if high_open else PROBABILITY)
 
 
 def resumable(default: Any) -> Any:
