@@ -6,12 +6,24 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from lgm_gcp.models.build import build_model
+import torch
+
+from lgm_gcp.models.build import build_model, check_map_size
 from lgm_gcp.models.network import Network
-from lgm_gcp.weights.load import load_backbone_weights, load_weights
+from lgm_gcp.weights.load import check_weights, load_backbone_weights, load_weights
 
 
 def build_network(cfg: Mapping[str, Any], num_classes: int, in_channels: int) -> tuple[Network, dict | None]:
     """(the network, what ``weights=FILE`` loaded for metrics.json, or None)."""
     model = build_model(cfg, num_classes, in_channels, load_backbone=load_backbone_weights)
     return model, (load_weights(model, cfg["weights"]) if cfg.get("weights") else None)
+
+
+def check_network(cfg: Mapping[str, Any]) -> None:
+    """Before any work, on the meta device (shapes only, nothing computed or read but ``weights``): the
+    network builds, its backbone leaves the head a map to pool at the dataset's image size, and
+    ``weights`` fits it."""
+    with torch.device("meta"):
+        model = build_model(cfg, cfg["dataset"]["num_classes"], cfg["dataset"]["in_channels"])
+    check_map_size(model, cfg)
+    check_weights(cfg, model)

@@ -1,4 +1,4 @@
-"""Importable test doubles (spawned DDP workers import them by name)."""
+"""Importable test doubles (spawned DDP workers import them by name) and checks shared by test files."""
 
 import os
 
@@ -91,3 +91,11 @@ class SlowSmallCNN(SmallCNN):
 
             time.sleep(float(os.environ.get("LGM_GCP_TEST_STEP_S", "0.5")))
         return super().forward(x)
+
+
+def assert_every_parameter_learns(model):
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not no_grad, f"parameters outside the graph: {no_grad[:5]}"
+    bad = [n for n, p in model.named_parameters() if p.requires_grad
+           and not (torch.isfinite(p.grad).all() and p.grad.abs().max() > 0)]
+    assert not bad, f"zero or non-finite gradients: {bad[:5]}"

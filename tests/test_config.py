@@ -59,6 +59,8 @@ def test_every_config_option_instantiates(group, option, tmp_path):
         overrides.append("lr_policy.knots=[[0,0.1],[10,0.01]]")
     if group == "lr_policy" and option in ("norm", "fast", "adju"):
         overrides.append("backbone=resnet18")
+    if group == "backbone" and option == "timm":  # any timm model: its smallest ResNet here
+        overrides.append("backbone.name=test_resnet")
     if group == "dataset" and option in DATA_FILES:
         write, extra = DATA_FILES[option]
         write(tmp_path / option)

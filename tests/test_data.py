@@ -408,3 +408,20 @@ def test_image_folder_keeps_its_last_partial_batch(tmp_path):
     assert sizes == [10, 10, 4] and data.steps_per_epoch(10) == 3
     halves = [[len(y) for _, y in data.train_batches(10, seed=0, epoch=0, rank=r, world_size=2)] for r in (0, 1)]
     assert halves == [[5, 5, 2], [5, 5, 2]]
+
+
+def test_input_size_resizes_every_batch_bilinearly():
+    """A 2x2 image with columns 0 and 255, resized to 4x4 (half-pixel centres, as F.interpolate without
+    align_corners): output column j samples input x = (j + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25, clamped
+    to [0, 1], so the columns are 0, 0.25, 0.75, 1 of the range: 0, 63.75, 191.25, 255 (/255 with mean 0 and
+    std 1: 0, 0.25, 0.75, 1). Train, test and validation batches all pass through normalize."""
+    from lgm_gcp.data.synthetic import Synthetic
+
+    data = Synthetic(name="synthetic", num_classes=2, image_size=2, in_channels=1, mean=[0.0], std=[1.0],
+                     train_size=4, test_size=2, input_size=4)
+    image = torch.tensor([[[[0, 255], [0, 255]]]], dtype=torch.uint8)
+    expected = torch.tensor([0.0, 0.25, 0.75, 1.0]).expand(1, 1, 4, 4)
+    torch.testing.assert_close(data.normalize(image), expected)
+    train_images, _ = next(data.train_batches(4, seed=0, epoch=0))
+    test_images, _ = next(data.test_batches(2))
+    assert train_images.shape == (4, 1, 4, 4) and test_images.shape == (2, 1, 4, 4)

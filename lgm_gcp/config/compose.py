@@ -93,6 +93,10 @@ def _one_line(exc: Exception, overrides: Sequence[str] = ()) -> str:
         key = cause.full_key
         if object_type is not None and dataclasses.is_dataclass(object_type):
             return f"unknown key '{key}' for {object_type.__name__}; valid keys: {', '.join(field_names(object_type))}"
+        if object_type is dict and "." in key:  # a key new to a mapping field such as backbone.kwargs
+            parent, leaf = key.rsplit(".", 1)
+            return (f"unknown key '{key}': {parent} is a mapping, and Hydra adds a key to one with +, e.g. "
+                    f"+{parent}.{leaf}=VALUE")
         return f"unknown key '{key}'"
     if isinstance(cause, ValidationError):
         object_type = getattr(cause, "object_type", None)

@@ -115,6 +115,8 @@ def _field(p: inspect.Parameter, annotation: Any) -> tuple:
         return tp, dataclasses.field(default_factory=tp, metadata=metadata)
     if isinstance(default, (list, tuple)):
         return tp, dataclasses.field(default_factory=lambda d=default: list(d), metadata=metadata)
+    if isinstance(default, Mapping):  # e.g. MappingProxyType({}): a signature's immutable empty mapping
+        return tp, dataclasses.field(default_factory=lambda d=default: dict(d), metadata=metadata)
     return tp, dataclasses.field(default=default, metadata=metadata)
 
 

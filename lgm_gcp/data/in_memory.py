@@ -15,6 +15,7 @@ import abc
 from typing import Annotated, Iterator, Literal, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from lgm_gcp.config.fields import DROP_RATE, RESUMABLE, Count, Index
 from lgm_gcp.errors import ConfigError, DatasetError
@@ -87,6 +88,9 @@ class InMemoryData(abc.ABC):
     keep it (CIFAR at 128: 391 steps); under DDP one with fewer images than processes is dropped.
     ``val_fraction``: hold out this fraction of every class of the training set (fixed seed 0) as a
     validation set, evaluated each epoch as val_*; it picks the best epoch (best.pt) instead of the test set.
+    ``input_size``: the side the network sees; after augmentation every batch is resized bilinearly from
+    ``image_size`` to it (a timm trunk whose stride 32 leaves nothing of a 28-pixel image takes
+    ``dataset.input_size=64``); None keeps ``image_size``.
     ``ten_crop``, ``num_workers`` and ``prefetch_factor`` come from the trainer (no loader workers here:
     batches are sliced from one tensor)."""
 
@@ -111,6 +115,7 @@ class InMemoryData(abc.ABC):
         prefetch_factor: int = 2,
         drop_last: bool = False,
         val_fraction: Annotated[float, DROP_RATE] = 0.0,
+        input_size: Optional[Count] = None,
     ):
         if ten_crop:
             raise ConfigError(f"eval.ten_crop=true needs an image-folder dataset (imagenet, places365), not {name}")
@@ -118,6 +123,7 @@ class InMemoryData(abc.ABC):
             root = str(root)
         self.name, self.root, self.download, self.drop_last = name, root, download, drop_last
         self.num_classes, self.image_size, self.in_channels = num_classes, image_size, in_channels
+        self.input_size = input_size
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.pad, self.pad_mode, self.flip, self.device_augment = pad, pad_mode, flip, device_augment
@@ -171,7 +177,10 @@ class InMemoryData(abc.ABC):
 
     # -------------------------------------------------------------------------------- batches
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> normalised float (B, C, H, W), resized bilinearly to ``input_size``² if set."""
         x = images.float().div_(255.0)
+        if self.input_size and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         return x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
 
     @property

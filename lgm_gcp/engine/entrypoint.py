@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from lgm_gcp.assemble import check_network
 from lgm_gcp.config import ConfigError, register_schemas, validate
 from lgm_gcp.config.compose import compose, compose_with_choices, resolved_sweep_dir, sweep_safe
 from lgm_gcp.config.resolvers import unique_dir
@@ -28,7 +29,6 @@ from lgm_gcp.engine.launch import launch, setup_worker_logging
 from lgm_gcp.engine.runlock import check_run_dir
 from lgm_gcp.engine.sweep import SWEEP_DIRS, record_job, summary
 from lgm_gcp.errors import UserError, fail
-from lgm_gcp.weights.load import check_weights
 
 log = logging.getLogger("lgm_gcp")
 register_schemas()
@@ -77,7 +77,7 @@ def preflight(argv) -> None:
     if args.help or args.hydra_help or args.shell_completion or args.info or args.config_path:
         return
     cfg = OmegaConf.to_container(compose(args.overrides, search_path=args.config_dir), resolve=True)
-    check_weights(cfg)  # the file exists, loads and fits the network
+    check_network(cfg)  # the network builds for these images; weights exist, load and fit it
     for override in args.overrides:
         key, _, value = override.partition("=")
         if key in ("hydra.run.dir", "hydra.sweep.dir"):

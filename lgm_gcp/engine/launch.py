@@ -25,12 +25,12 @@ import torch.multiprocessing as mp
 from torch.multiprocessing.spawn import ProcessException, ProcessRaisedException
 
 from lgm_gcp import errors
+from lgm_gcp.assemble import check_network
 from lgm_gcp.config.groups import TARGET_GROUPS
 from lgm_gcp.config.instantiate import locate
 from lgm_gcp.engine.signals import end_preempted, preemption_signals
 from lgm_gcp.engine.train import run
 from lgm_gcp.errors import ConfigError, UserError
-from lgm_gcp.weights.load import check_weights
 
 
 def resolve_devices(devices: Any, accelerator: str) -> int:
@@ -68,7 +68,7 @@ def check_before_spawning(cfg: Mapping[str, Any], world_size: int) -> None:
     from lgm_gcp.data import check_dataset
 
     check_dataset(cfg["dataset"])
-    check_weights(cfg)
+    check_network(cfg)
 
 
 def setup_worker_logging(run_dir: Path, rank: int) -> None:

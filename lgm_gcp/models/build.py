@@ -8,8 +8,11 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Mapping
 
+import torch
+
 from lgm_gcp.config.derive import recipe_defaults
 from lgm_gcp.config.instantiate import instantiate, locate
+from lgm_gcp.errors import ConfigError
 from lgm_gcp.models.network import Network
 
 
@@ -48,3 +51,78 @@ def build_model(cfg: Mapping[str, Any], num_classes: int, in_channels: int,
     criterion = instantiate(_resolve_auto(cfg["loss"], recipe, "loss"), in_features=head.out_features,
                             num_classes=num_classes)
     return Network(backbone, head, criterion)
+
+
+LARGEST_SIDE = 4096  # the smallest-size search gives up above this
+# what torch's convs and pools say when a map would come out empty
+EMPTY_MAP_ERRORS = ("Output size is too small", "can't be greater than actual input size", "non-positive")
+
+
+def input_side(dataset_cfg: Mapping[str, Any]) -> int:
+    """The side of the square images the network sees: an in-memory dataset's ``input_size`` if set,
+    else ``image_size`` (an image-folder dataset's crop)."""
+    return dataset_cfg.get("input_size") or dataset_cfg["image_size"]
+
+
+def map_positions(backbone: torch.nn.Module, in_channels: int, side: int) -> int | None:
+    """h·w of the backbone's map for one side x side image, run on the meta device (shapes only, no
+    compute); 0 where the strides leave nothing. A backbone that refuses the size (a ViT built for one
+    image size) raises its AssertionError; None where the backbone cannot run on the meta device at all
+    (data-dependent code, or a bug, which the run itself then meets with its traceback)."""
+    training = backbone.training
+    backbone.eval()  # BatchNorm in training refuses one value per channel
+    try:
+        maps = backbone(torch.empty(1, in_channels, side, side, device="meta"))
+    except AssertionError:
+        raise
+    except RuntimeError as e:  # a conv or pool whose output would be empty
+        return 0 if any(words in str(e) for words in EMPTY_MAP_ERRORS) else None
+    except Exception:
+        return None
+    finally:
+        backbone.train(training)
+    return maps.shape[-2] * maps.shape[-1]
+
+
+def smallest_side(backbone: torch.nn.Module, in_channels: int, positions: int) -> int | None:
+    """The smallest square side whose map has at least ``positions`` positions (bisection: a larger
+    image never gives a smaller map), or None up to ``LARGEST_SIDE``."""
+    def enough(side: int) -> bool:
+        try:
+            return (map_positions(backbone, in_channels, side) or 0) >= positions
+        except AssertionError:  # a size the backbone refuses (timm's fixed img_size)
+            return False
+
+    low, high = 1, LARGEST_SIDE
+    if not enough(high):
+        return None
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid + 1, high)
+    return low
+
+
+def check_map_size(model: Network, cfg: Mapping[str, Any]) -> None:
+    """One line when the backbone leaves the head too small a map at the dataset's image size (GCP and
+    3G need two positions for a covariance; GAP one), naming the smallest size that works."""
+    dataset, head = cfg["dataset"], model.head
+    side, in_channels = input_side(dataset), dataset["in_channels"]
+    need = getattr(head, "min_positions", 1)
+    backbone_cfg = cfg["backbone"]
+    what = f"backbone.name={backbone_cfg['name']}" if "name" in backbone_cfg \
+        else f"backbone {backbone_cfg['_target_'].rsplit('.', 1)[-1]}"
+    try:
+        have = map_positions(model.backbone, in_channels, side)
+    except AssertionError as e:  # timm's transformers built for one img_size assert it; other errors are bugs
+        raise ConfigError(f"{what} does not take {side}x{side} images ({str(e).splitlines()[0]}); "
+                          "for a timm transformer set backbone.kwargs.img_size to the image size, or "
+                          "backbone.kwargs.dynamic_img_size=true") from None
+    if have is None or have >= need:
+        return
+    smallest = smallest_side(model.backbone, in_channels, need)
+    head_name = type(head).__name__
+    fix = (f"images of at least {smallest}x{smallest}: set dataset.input_size={smallest} (or larger) to resize "
+           "them, or choose another backbone" if smallest else "no image size up to "
+           f"{LARGEST_SIDE} does: choose another backbone")
+    raise ConfigError(f"{what} leaves {have} position(s) of a {side}x{side} image, and {head_name} needs {need}; "
+                      f"it takes {fix}")

@@ -34,6 +34,8 @@ def read_file(path: str | Path, allow: list | None = None) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
     try:
         with torch.serialization.safe_globals(allow or []):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -45,6 +47,19 @@ def read_file(path: str | Path, allow: list | None = None) -> Any:
                               f"refuses; convert it once with: {PROG} {path} <new file>") from None
     except Exception as e:  # torch's unpickler raises whatever a garbage file trips (IndexError, KeyError, ...)
         raise CheckpointError(f"{path} is not a readable torch checkpoint ({str(e).splitlines()[0]})") from None
+
+
+def read_safetensors(path: Path) -> dict:
+    """A ``.safetensors`` file (timm's and the Hugging Face hub's format): tensors only, nothing executed."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise CheckpointError(f"{path}: reading .safetensors needs the safetensors package (pip install "
+                              "safetensors; timm installs it)") from None
+    try:
+        return load_file(path, device="cpu")
+    except Exception as e:  # safetensors raises its own SafetensorError on a damaged header
+        raise CheckpointError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0]})") from None
 
 
 def state_dict_of(obj: Any, path: str | Path = "the file") -> dict:

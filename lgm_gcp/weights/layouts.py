@@ -11,6 +11,8 @@ chooses the mapping, never its name. The layouts (spec: checkpoints/README.md, s
                 are the 1x1 reduction block; ``AtMp1-3`` are 3G-Net's re-weighting blocks; ``fc`` or the
                 last ``classifier`` Linear is the classifier and earlier ``classifier.N`` are the MLP.
 ``sequential``  LargeMarginInSoftmax's CIFAR ``layer13``: ``features.N`` is the backbone itself.
+``timm``        a timm model's own state dict (a ``.safetensors`` or ``.pth`` file timm saved or its hub serves):
+                ``backbone=timm`` keeps the model as ``backbone.model``.
 ``fast-mpn-cov-main``  models trained by fast-MPN-COV's ``main.py``: ``features.0/1/4-7`` are the
                 ResNet's conv1, bn1 and layer1-4 (``features.8/9`` the reduction block when fine-tuned).
 """
@@ -83,6 +85,7 @@ LAYOUTS: dict[str, Callable[[list], dict]] = {
     "reference": _reference,
     "sequential": _sequential,
     "fast-mpn-cov-main": _fast_mpn_cov_main,
+    "timm": lambda keys: {k: "backbone.model." + k for k in keys},
 }
 
 def file_vector_order(keys: Iterable[str]) -> str:

@@ -114,29 +114,27 @@ def fitting_match(model: torch.nn.Module, state: dict, path: str | Path, layout:
     return m
 
 
-def check_weights(cfg: dict) -> None:
-    """Before any work: ``weights`` exists, loads and fits the network the config builds (built on the
+def check_weights(cfg: dict, model: torch.nn.Module) -> None:
+    """Before any work: ``weights`` exists, loads and fits ``model`` (the network the config builds, on the
     meta device: shapes only); ``eval.only`` has weights to evaluate."""
-    from lgm_gcp.models.build import build_model
-
     if not cfg.get("weights"):
         if cfg["eval"]["only"]:
             raise ConfigError("eval.only=true evaluates the weights of a file: give weights=FILE, or run "
                               "lgm-gcp-eval FILE")
         return
-    num_classes, in_channels = cfg["dataset"]["num_classes"], cfg["dataset"]["in_channels"]
-    with torch.device("meta"):
-        model = build_model(cfg, num_classes, in_channels)
     fitting_match(model, read_state_dict(cfg["weights"]), cfg["weights"])
 
 
 def load_backbone_weights(backbone: torch.nn.Module, path: str | Path) -> None:
     """``backbone.weights=FILE``: fill the backbone alone, strictly, from any file ``load_weights``
-    reads (a torchvision model, a released checkpoint, an lgm-gcp run); its head and classifier
-    tensors are left out: the usual start for fine-tuning on other classes."""
+    reads (a torchvision model, a released checkpoint, an lgm-gcp run, a timm model); its head and
+    classifier tensors are left out (and those a backbone names in ``file_keys_left_out``: a timm model's
+    classifier): the usual start for fine-tuning on other classes."""
     state = read_state_dict(path)
     targets = {f"backbone.{k}": t for k, t in model_tensors(backbone).items()}
     m = match(state, targets, within="backbone.")
+    left_out = tuple("backbone." + p for p in getattr(backbone, "file_keys_left_out", ()))
+    m.unexpected = [k for k in m.unexpected if not m.renamed[k].startswith(left_out or ("\0",))]
     if m.missing or m.unexpected or m.mismatched:
         raise ConfigError(f"backbone.weights={path} does not fit this backbone (closest layout: {m.layout}): "
                           f"{describe_problems(m)}")

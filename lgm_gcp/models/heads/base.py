@@ -32,6 +32,7 @@ class PoolingHead(nn.Module):
     """
 
     preferred_last_stride: int = 2  # what `backbone.last_stride: auto` resolves to for this head
+    min_positions: int = 1  # the fewest map positions (h·w) it pools (lgm_gcp.models.build.check_map_size)
 
     def _finish(self, pooled_features: int, dropout: float = 0.0, mlp: Sequence[int] = (),
                 mlp_norm: bool = False, bottleneck: int | None = None) -> None:

@@ -280,6 +280,7 @@ class IsqrtCovHead(PoolingHead):
     """GCP head ``gcp`` (d = 256) / ``gcp128`` (d = 128): reduction -> iSQRT-COV -> (B, d(d+1)/2)."""
 
     preferred_last_stride = 1  # the papers drop ResNet's last downsampling: 14x14 maps, M = 196
+    min_positions = 2  # a covariance of one position is zero
 
     def __init__(self, in_channels: int, dim: Count = 256, iterations: Count = 5, activation: Activation = "relu",
                  sqrt: Sqrt = "newton_schulz", algorithm: Algorithm = "auto", vec_order: VecOrder = "row",

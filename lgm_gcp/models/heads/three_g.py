@@ -77,6 +77,7 @@ class ReweightBlock(nn.Module):
 
 class ThreeGHead(PoolingHead):
     preferred_last_stride = 1
+    min_positions = 2  # a covariance of one position is zero
 
     def __init__(self, in_channels: int, dim: Count = 256, blocks: Index = 3, iterations: Count = 5,
                  activation: Activation = "relu", sqrt: Sqrt = "newton_schulz", algorithm: Algorithm = "auto",
