@@ -1,6 +1,7 @@
 """The network a run starts from, above ``models`` and ``weights`` (which do not import each other's
 builders): ``models.build_model`` builds it, filling the backbone from ``backbone.weights`` through the
-weights package's loader, and ``weights=FILE`` then fills the whole network."""
+weights package's loader, and ``weights=FILE`` then fills the whole network, or ``finetune=FILE`` its
+backbone and head, leaving a new classifier."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import torch
 
 from lgm_gcp.models.build import build_model, check_map_size
 from lgm_gcp.models.network import Network
-from lgm_gcp.weights.load import check_weights, load_backbone_weights, load_weights
+from lgm_gcp.weights.load import check_weights, load_backbone_weights, load_for_finetuning, load_weights
 
 
 def build_network(cfg: Mapping[str, Any], num_classes: int, in_channels: int) -> tuple[Network, dict | None]:
-    """(the network, what ``weights=FILE`` loaded for metrics.json, or None)."""
+    """(the network, what ``weights=FILE`` or ``finetune=FILE`` loaded for metrics.json, or None)."""
     model = build_model(cfg, num_classes, in_channels, load_backbone=load_backbone_weights)
+    if cfg.get("finetune"):
+        return model, load_for_finetuning(model, cfg["finetune"])
     return model, (load_weights(model, cfg["weights"]) if cfg.get("weights") else None)
 
 

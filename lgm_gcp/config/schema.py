@@ -112,7 +112,9 @@ class TrainerConfig:
 @dataclass
 class EvalConfig:
     ten_crop: bool = False  # TenCrop evaluation (image-folder datasets)
-    ten_crop_average: str = one_of("softmax", "softmax", "logits")  # what is averaged over the ten crops
+    # the centre crop and its horizontal mirror (fast-MPN-COV's fine-grained evaluation; image-folder datasets)
+    mirror: bool = False
+    ten_crop_average: str = one_of("softmax", "softmax", "logits")  # what is averaged over the crops (ten or two)
     only: bool = False  # evaluate the initial weights (weights=FILE) once and stop: what lgm-gcp-eval runs
 
 
@@ -139,6 +141,9 @@ class RootConfig:
     # initialise the whole network from this file: a released checkpoint of the four reference repositories,
     # a torchvision model or an lgm-gcp checkpoint, its key layout chosen by content (lgm_gcp/weights)
     weights: Optional[str] = resumable(None)  # the starting weights: a run's own checkpoint supersedes them
+    # fine-tune from this file (any layout weights reads): the backbone must fill entirely, the head's tensors
+    # load where their shapes agree, and the classifier (the loss's parameters) starts new, for any class count
+    finetune: Optional[str] = resumable(None)
     eval: EvalConfig = field(default_factory=EvalConfig)
     dataset: Any = MISSING
     backbone: Any = MISSING

@@ -91,10 +91,17 @@ def check_lengths(cfg: DictConfig) -> None:
 
 
 def check_run(cfg: DictConfig) -> None:
-    """What a run needs beyond each value's own range: ``eval.only`` evaluates the weights of a file, and
-    the landscape probe's step sizes run from a to b >= a >= 0."""
+    """What a run needs beyond each value's own range: ``eval.only`` evaluates the weights of a file, one
+    evaluation protocol and one starting file are chosen, and the landscape probe's step sizes run from a to
+    b >= a >= 0."""
     if OmegaConf.select(cfg, "eval.only", default=False) and not OmegaConf.select(cfg, "weights", default=None):
         raise ConfigError("eval.only=true evaluates the weights of a file: give weights=FILE")
+    if OmegaConf.select(cfg, "eval.ten_crop", default=False) and OmegaConf.select(cfg, "eval.mirror", default=False):
+        raise ConfigError("eval.ten_crop=true and eval.mirror=true: choose one evaluation (ten crops, or the centre "
+                          "crop and its mirror)")
+    if OmegaConf.select(cfg, "weights", default=None) and OmegaConf.select(cfg, "finetune", default=None):
+        raise ConfigError("weights=FILE and finetune=FILE: choose one (weights fills the whole network strictly; "
+                          "finetune fills the backbone and head and starts a new classifier)")
     low_high = list(OmegaConf.select(cfg, "trainer.landscape_range", default=[0, 0]))
     if len(low_high) != 2 or not 0 <= low_high[0] <= low_high[1]:
         raise ConfigError(f"trainer.landscape_range={low_high} must be [a, b] with 0 <= a <= b")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Iterator, Literal, Optional, Sequence
+from typing import Annotated, Iterator, List, Literal, Optional, Sequence, Union
 
 from lgm_gcp.config.fields import RESUMABLE, Count, NonNeg
 from lgm_gcp.data.files import DatasetError
@@ -142,14 +142,18 @@ class ImageFolderData:
     (torchvision.io + transforms.v2 on uint8 tensors, 1.7-2x the reference's speed) or pil (PIL +
     transforms, torchvision's reference recipe pixel for pixel; lgm_gcp/data/images.py).
     ``skip_bad_images``: skip (and count) undecodable files instead of stopping with their path.
-    ``ten_crop``, ``num_workers`` and ``prefetch_factor`` come from the trainer."""
+    ``resize``: the eval Resize, a shorter side or [height, width]; ``train_crop=center`` trains on that
+    resize's centre crop (fast-MPN-COV's fine-grained recipe) instead of RandomResizedCrop.
+    ``ten_crop``, ``mirror`` (the centre crop and its mirror), ``num_workers`` and ``prefetch_factor``
+    come from the trainer."""
 
     has_val = False  # the val folder is the test split; no held-out part of train
 
     def __init__(self, name: str, root: Annotated[Optional[str], RESUMABLE], num_classes: Count, image_size: Count,
                  mean: Sequence[float], std: Sequence[float], in_channels: Count = 3,
                  download: Annotated[bool, RESUMABLE] = False, train_dir: str = "train", val_dir: str = "val",
-                 resize: Count = 256, color_jitter: NonNeg = 0.0, lighting: NonNeg = 0.0, ten_crop: bool = False,
+                 resize: Union[Count, List[int]] = 256, train_crop: Literal["random_resized", "center"] = "random_resized",
+                 color_jitter: NonNeg = 0.0, lighting: NonNeg = 0.0, ten_crop: bool = False, mirror: bool = False,
                  num_workers: int | str = "auto", prefetch_factor: int = 2, skip_bad_images: bool = False,
                  drop_last: bool = False, decoder: Literal["tensor", "pil"] = "tensor",
                  layout: Literal["folders", "torchvision", "cub", "aircraft", "cars"] = "folders", small: bool = True,
@@ -162,11 +166,11 @@ class ImageFolderData:
         self.drop_last, self.num_workers = drop_last, resolve_num_workers(num_workers)
         splits = {split: split_samples(name, root, split, folder, layout, small, num_classes, level)
                   for split, folder in (("train", train_dir), ("val", val_dir))}
-        self.train_set = ImageSamples(splits["train"], train_transform(decoder, image_size, mean, std,
-                                                                          color_jitter, lighting),
+        self.train_set = ImageSamples(splits["train"], train_transform(decoder, image_size, mean, std, color_jitter,
+                                                                          lighting, train_crop, resize),
                                       decoder, skip_bad_images)
         self.test_set = ImageSamples(splits["val"], eval_transform(decoder, image_size, resize, mean, std,
-                                                                      ten_crop), decoder, skip_bad_images)
+                                                                      ten_crop, mirror), decoder, skip_bad_images)
         collate = collate_skipping if skip_bad_images else None
         self._train_loader = KeptLoader(self.train_set, self.num_workers, prefetch_factor, collate)
         self._test_loader = KeptLoader(self.test_set, self.num_workers, prefetch_factor, collate)

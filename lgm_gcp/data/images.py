@@ -123,27 +123,34 @@ def load_tensor(path: str) -> torch.Tensor:
 
 
 def train_transform(decoder: str, image_size: int, mean: Sequence[float], std: Sequence[float],
-                    color_jitter: float = 0.0, lighting: float = 0.0) -> Callable:
-    """RandomResizedCrop(image_size) + flip (+ ColorJitter, + PCA lighting) + Normalize."""
+                    color_jitter: float = 0.0, lighting: float = 0.0, crop: str = "random_resized",
+                    resize: int | Sequence[int] = 256) -> Callable:
+    """RandomResizedCrop(image_size), or with ``crop="center"`` Resize(resize) + CenterCrop(image_size)
+    (fast-MPN-COV's fine-grained training: only the flip is random); then flip (+ ColorJitter, + PCA
+    lighting) + Normalize."""
     if decoder == "pil":
         from torchvision import transforms as T
 
-        steps = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
+        first = [T.Resize(resize), T.CenterCrop(image_size)] if crop == "center" else [T.RandomResizedCrop(image_size)]
+        steps = [*first, T.RandomHorizontalFlip()]
         steps += [T.ColorJitter(color_jitter, color_jitter, color_jitter)] if color_jitter else []
         steps += [T.ToTensor()]
     else:
         from torchvision.transforms import v2 as T
 
-        steps = [T.RandomResizedCrop(image_size, antialias=True), T.RandomHorizontalFlip()]
+        first = [T.Resize(resize, antialias=True), T.CenterCrop(image_size)] if crop == "center" \
+            else [T.RandomResizedCrop(image_size, antialias=True)]
+        steps = [*first, T.RandomHorizontalFlip()]
         steps += [T.ColorJitter(color_jitter, color_jitter, color_jitter)] if color_jitter else []
         steps += [T.ToDtype(torch.float32, scale=True)]
     steps += [Lighting(lighting)] if lighting else []
     return T.Compose([*steps, T.Normalize(mean, std)])
 
 
-def eval_transform(decoder: str, image_size: int, resize: int, mean: Sequence[float], std: Sequence[float],
-                   ten_crop: bool = False) -> Callable:
-    """Resize(resize) + CenterCrop(image_size) + Normalize: (3, H, W); or TenCrop: (10, 3, H, W)."""
+def eval_transform(decoder: str, image_size: int, resize: int | Sequence[int], mean: Sequence[float],
+                   std: Sequence[float], ten_crop: bool = False, mirror: bool = False) -> Callable:
+    """Resize(resize) + CenterCrop(image_size) + Normalize: (3, H, W); or TenCrop: (10, 3, H, W); or the
+    centre crop and its horizontal mirror: (2, 3, H, W). ``resize``: the shorter side, or [height, width]."""
     if decoder == "pil":
         from torchvision import transforms as T
 
@@ -155,11 +162,23 @@ def eval_transform(decoder: str, image_size: int, resize: int, mean: Sequence[fl
     normalize = T.Normalize(mean, std)
     if ten_crop:
         return T.Compose([resize_step, T.TenCrop(image_size), StackCrops(T.Compose([to_float, normalize]))])
+    if mirror:
+        return T.Compose([resize_step, T.CenterCrop(image_size), CropAndMirror(), StackCrops(T.Compose([to_float,
+                                                                                                       normalize]))])
     return T.Compose([resize_step, T.CenterCrop(image_size), to_float, normalize])
 
 
+class CropAndMirror:
+    """A crop -> (the crop, its horizontal mirror), as fast-MPN-COV's ``CenterCropWithFlip`` evaluates."""
+
+    def __call__(self, crop):
+        from torchvision.transforms import functional as F
+
+        return crop, F.hflip(crop)
+
+
 class StackCrops:
-    """TenCrop's tuple of crops -> a normalised (10, 3, H, W) tensor."""
+    """A tuple of crops (TenCrop's ten, or a crop and its mirror) -> a normalised (crops, 3, H, W) tensor."""
 
     def __init__(self, to_normalized_tensor: Callable):
         self.to_normalized_tensor = to_normalized_tensor

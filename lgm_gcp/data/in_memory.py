@@ -91,7 +91,7 @@ class InMemoryData(abc.ABC):
     ``input_size``: the side the network sees; after augmentation every batch is resized bilinearly from
     ``image_size`` to it (a timm trunk whose stride 32 leaves nothing of a 28-pixel image takes
     ``dataset.input_size=64``); None keeps ``image_size``.
-    ``ten_crop``, ``num_workers`` and ``prefetch_factor`` come from the trainer (no loader workers here:
+    ``ten_crop``, ``mirror``, ``num_workers`` and ``prefetch_factor`` come from the trainer (no loader workers here:
     batches are sliced from one tensor)."""
 
     skipped_images = None  # nothing to decode, nothing skipped
@@ -111,14 +111,16 @@ class InMemoryData(abc.ABC):
         flip: bool = False,
         device_augment: bool = True,
         ten_crop: bool = False,
+        mirror: bool = False,
         num_workers: int | str = 0,
         prefetch_factor: int = 2,
         drop_last: bool = False,
         val_fraction: Annotated[float, DROP_RATE] = 0.0,
         input_size: Optional[Count] = None,
     ):
-        if ten_crop:
-            raise ConfigError(f"eval.ten_crop=true needs an image-folder dataset (imagenet, places365), not {name}")
+        if ten_crop or mirror:
+            raise ConfigError(f"eval.{'ten_crop' if ten_crop else 'mirror'}=true needs an image-folder dataset "
+                              f"(imagenet, places365, cub, aircraft, cars), not {name}")
         if not isinstance(root, (str, type(None))):
             root = str(root)
         self.name, self.root, self.download, self.drop_last = name, root, download, drop_last

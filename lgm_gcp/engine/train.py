@@ -84,7 +84,7 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
     try:
         with RunLock(run_dir, enabled=env.is_main):  # one writer per run folder, for the run's lifetime
             seed_everything(cfg["seed"] + env.rank, tcfg.deterministic)
-            data = instantiate(cfg["dataset"], ten_crop=ecfg.ten_crop,
+            data = instantiate(cfg["dataset"], ten_crop=ecfg.ten_crop, mirror=ecfg.mirror,
                                num_workers=tcfg.num_workers, prefetch_factor=tcfg.prefetch_factor)
             model, weights = build_network(cfg, data.num_classes, data.in_channels)
             model = model.to(env.device)
@@ -98,7 +98,9 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
             history, extra = [], {"num_parameters": sum(p.numel() for p in model.parameters()),
                                   "world_size": env.world_size}
             if weights:
-                extra["weights"] = weights
+                extra["weights"] = {k: v for k, v in weights.items() if k != "summary"}
+                if env.is_main and "summary" in weights:
+                    log.info(weights["summary"])
 
             resumed = None if ecfg.only else resume(run_dir, cfg, tcfg, env, model, optimizer, scaler, ema)
             if resumed is not None:

@@ -116,11 +116,13 @@ def fitting_match(model: torch.nn.Module, state: dict, path: str | Path, layout:
 
 def check_weights(cfg: dict, model: torch.nn.Module) -> None:
     """Before any work: ``weights`` exists, loads and fits ``model`` (the network the config builds, on the
-    meta device: shapes only); ``eval.only`` has weights to evaluate."""
+    meta device: shapes only), or ``finetune`` fills its backbone; ``eval.only`` has weights to evaluate."""
     if not cfg.get("weights"):
         if cfg["eval"]["only"]:
             raise ConfigError("eval.only=true evaluates the weights of a file: give weights=FILE, or run "
                               "lgm-gcp-eval FILE")
+        if cfg.get("finetune"):
+            finetune_match(model, read_state_dict(cfg["finetune"]), cfg["finetune"])
         return
     fitting_match(model, read_state_dict(cfg["weights"]), cfg["weights"])
 
@@ -141,22 +143,68 @@ def load_backbone_weights(backbone: torch.nn.Module, path: str | Path) -> None:
     backbone.load_state_dict({k[len("backbone."):]: state[f] for k, f in m.filled.items()}, strict=False)
 
 
+def _permuted(model: torch.nn.Module, state: dict, loaded: dict) -> str | None:
+    """Reorder, in ``loaded``, the first layer reading a covariance vector when the file vectorised the
+    matrix in another order; returns what was permuted, or None."""
+    order = _head_order(model)
+    if order is None or order[2] not in loaded:
+        return None
+    dim, head_order, first = order
+    file_order = file_vector_order(state)
+    if file_order == head_order or loaded[first].shape[-1] != dim * (dim + 1) // 2:
+        return None
+    loaded[first] = loaded[first][:, vector_permutation(dim, file_order, head_order)]
+    return f"{first}: {file_order} -> {head_order} order"
+
+
+def _fill(model: torch.nn.Module, targets: dict, loaded: dict) -> None:
+    canonical = {id(t): k for k, t in targets.items()}  # every alias takes its canonical key's tensor
+    full = {k: loaded.get(canonical[id(t)], t.detach()) for k, t in model.state_dict(keep_vars=True).items()}
+    model.load_state_dict(full, strict=True)
+
+
 def load_weights(model: torch.nn.Module, path: str | Path, layout: str | None = None) -> dict:
     """Fill ``model`` from ``path`` strictly; returns what was loaded (for metrics.json)."""
     state = read_state_dict(path)
     targets = model_tensors(model)
     m = fitting_match(model, state, path, layout)
     loaded = {model_key: state[file_key] for model_key, file_key in m.filled.items()}
-    permuted = None
-    order = _head_order(model)
-    if order is not None and order[2] in loaded:
-        dim, head_order, first = order
-        file_order = file_vector_order(state)
-        if file_order != head_order and loaded[first].shape[-1] == dim * (dim + 1) // 2:
-            loaded[first] = loaded[first][:, vector_permutation(dim, file_order, head_order)]
-            permuted = f"{first}: {file_order} -> {head_order} order"
-    canonical = {id(t): k for k, t in targets.items()}  # every alias takes its canonical key's tensor
-    full = {k: loaded.get(canonical[id(t)], t.detach()) for k, t in model.state_dict(keep_vars=True).items()}
-    model.load_state_dict(full, strict=True)
+    permuted = _permuted(model, state, loaded)
+    _fill(model, targets, loaded)
     return {"path": str(Path(path).resolve()), "layout": m.layout, "tensors": len(m.filled), "permuted": permuted,
             "source": "lgm-gcp" if m.layout == "lgm-gcp" else "released"}
+
+
+def finetune_match(model: torch.nn.Module, state: dict, path: str | Path) -> Match:
+    """The layout that fills the most of ``model``; one line unless it fills every backbone tensor."""
+    m = match(state, model_tensors(model))
+    trunk_missing = [k for k in m.missing if k.startswith("backbone.")]
+    trunk_mismatched = [x for x in m.mismatched if x[1].startswith("backbone.")]
+    if trunk_missing or trunk_mismatched:
+        problems = describe_problems(Match(m.layout, m.renamed, missing=trunk_missing, mismatched=trunk_mismatched))
+        raise CheckpointError(f"finetune={path} does not fill this backbone (closest layout: {m.layout}): {problems}; "
+                              "check backbone= matches the file's network (see docs/weights.md)")
+    return m
+
+
+def load_for_finetuning(model: torch.nn.Module, path: str | Path) -> dict:
+    """``finetune=FILE``: every backbone tensor from the file (or one line), the head's tensors where name and
+    shape agree, and the classifier (``criterion.*``) new whatever the file holds; returns what was loaded
+    and left out (metrics.json), with a one-line ``summary`` for the log."""
+    state = read_state_dict(path)
+    targets = model_tensors(model)
+    m = finetune_match(model, state, path)
+    loaded = {k: state[f] for k, f in m.filled.items() if not k.startswith("criterion.")}
+    permuted = _permuted(model, state, loaded)
+    _fill(model, targets, loaded)
+    canonical = {id(t): k for k, t in targets.items()}
+    alias_of = {k: canonical[id(t)] for k, t in model.state_dict(keep_vars=True).items()}
+    used = [f for f in state if alias_of.get(m.renamed.get(f)) in loaded]  # a module under two names counts once
+    left_out = [f"{k} {'x'.join(map(str, state[k].shape))}" for k in state if k not in set(used)]
+    new = [k for k in targets if k not in loaded and not k.endswith("num_batches_tracked")]
+    parts = {part: sum(k.startswith(part + ".") for k in loaded) for part in ("backbone", "head")}
+    summary = (f"finetune={path} (layout {m.layout}): loaded {len(loaded)} tensors (backbone {parts['backbone']}, "
+               f"head {parts['head']}); new: {', '.join(new[:4])}{' ...' if len(new) > 4 else ''}; left out of the "
+               f"file: {', '.join(left_out[:4]) or 'nothing'}{f' (+{len(left_out) - 4} more)' if len(left_out) > 4 else ''}")
+    return {"path": str(Path(path).resolve()), "layout": m.layout, "tensors": len(loaded), "permuted": permuted,
+            "source": "finetune", "new": new, "left_out": left_out, "summary": summary}
