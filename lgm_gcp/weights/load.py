@@ -187,6 +187,10 @@ def finetune_match(model: torch.nn.Module, state: dict, path: str | Path) -> Mat
     return m
 
 
+def _first(names: list, shown: int = 4) -> str:
+    return ", ".join(names[:shown]) + (f" (+{len(names) - shown} more)" if len(names) > shown else "")
+
+
 def load_for_finetuning(model: torch.nn.Module, path: str | Path) -> dict:
     """``finetune=FILE``: every backbone tensor from the file (or one line), the head's tensors where name and
     shape agree, and the classifier (``criterion.*``) new whatever the file holds; returns what was loaded
@@ -204,7 +208,6 @@ def load_for_finetuning(model: torch.nn.Module, path: str | Path) -> dict:
     new = [k for k in targets if k not in loaded and not k.endswith("num_batches_tracked")]
     parts = {part: sum(k.startswith(part + ".") for k in loaded) for part in ("backbone", "head")}
     summary = (f"finetune={path} (layout {m.layout}): loaded {len(loaded)} tensors (backbone {parts['backbone']}, "
-               f"head {parts['head']}); new: {', '.join(new[:4])}{' ...' if len(new) > 4 else ''}; left out of the "
-               f"file: {', '.join(left_out[:4]) or 'nothing'}{f' (+{len(left_out) - 4} more)' if len(left_out) > 4 else ''}")
+               f"head {parts['head']}); new: {_first(new)}; left out of the file: {_first(left_out) or 'nothing'}")
     return {"path": str(Path(path).resolve()), "layout": m.layout, "tensors": len(loaded), "permuted": permuted,
             "source": "finetune", "new": new, "left_out": left_out, "summary": summary}
