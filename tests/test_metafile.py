@@ -83,7 +83,8 @@ def test_a_run_of_each_rows_preset_lands_in_the_cell_holding_the_rows_number(tab
 
 def test_every_table_with_a_metafile_shows_every_number_it_publishes_for_the_tables_runs():
     expected = {"gcp_imagenet": 40, "gcp_robustness": 12, "g3net": 4, "large_margin_imagenet": 10,
-                "large_margin_cifar": 4, "fashion_mnist": 1, "lgm_cifar100": 0}
+                "large_margin_cifar": 4, "fashion_mnist": 1, "lgm_cifar100": 0,
+                "fine_grained": 9}
     assert {t: sum(len(v) for v in load_table(t).published.values()) for t in TABLES} == expected
 
 
@@ -159,7 +160,7 @@ def test_generated_presets_compose_beside_a_config_dir_and_are_named_among_the_v
     cfg, choices = compose_with_choices(["experiment=gcp_resnet18_gcp_norm"], search_path=str(tmp_path))
     assert choices["head"] == "gcp" and cfg.trainer.batch_size == 256
     assert compose_with_choices(["experiment=mine"], search_path=str(tmp_path))[0].trainer.max_epochs == 7
-    valid = r"valid: .*digits_lgm_2d, fmnist_resnet20, .*gcp_mobilenet_v2_gap_adju, .*lm_vgg16_mod_imagenet_softmax"
+    valid = r"valid: .*digits_lgm_2d, .*fg_vgg16_bn_cub, fmnist_resnet20, .*gcp_mobilenet_v2_gap_adju, .*lm_vgg16_mod_imagenet_softmax"
     with pytest.raises(ConfigError, match=r"unknown experiment option 'gcp_resnet18'; " + valid):
         compose_with_choices(["experiment=gcp_resnet18"])
     with pytest.raises(ConfigError, match=r"unknown experiment option 'gcp_resnet18'; " + valid):  # a sweep's values
@@ -187,7 +188,7 @@ def test_docs_blocks_are_what_the_metafiles_generate():
 
 
 def test_an_unknown_metafile_is_one_line_and_no_table_keeps_a_second_copy():
-    with pytest.raises(ConfigError, match="unknown metafile 'nope'; valid: g3net, gcp_study, "):
+    with pytest.raises(ConfigError, match="unknown metafile 'nope'; valid: fine_grained, g3net, gcp_study, "):
         load_metafile("nope")
     for name in TABLES:
         assert "published:" not in (CONF / "table" / f"{name}.yaml").read_text()

@@ -298,3 +298,50 @@ def test_the_converter_writes_a_plain_state_dict_that_loads_with_weights_only(tm
     plain = torch.load(tmp_path / "plain.pth", weights_only=True)
     tensors = identifying_tensors(tsv_shapes("lms__layer13_cifar10"))
     assert list(plain) == list(tensors) and all(torch.equal(plain[k], tensors[k]) for k in tensors)
+
+
+# ------------------------------------------------------------------ fine-grained presets: finetune=released file
+
+FINE_GRAINED = {f"fg_{b}_{d}": tsv for b, tsv in [("resnet50", "fastmpncov__mpncovresnet50"),
+                                                   ("resnet101", "fastmpncov__mpncovresnet101"),
+                                                   ("vgg16_bn", "fastmpncov__mpncovvgg16_bn")]
+                for d in ("cub", "aircraft", "cars")}
+
+
+@pytest.mark.parametrize("preset", sorted(FINE_GRAINED))
+def test_each_fine_grained_preset_fills_its_backbone_and_reduction_from_the_released_file(preset):
+    """Shapes only (meta tensors): the released ImageNet file's keys fill every backbone tensor and the 1x1
+    reduction of the preset's network; what is left of the file is its 1000-class classifier (VGG-D: the
+    4096-4096 MLP too, which the fine-tuned network replaces by one Linear)."""
+    from lgm_gcp.weights.load import finetune_match
+
+    tsv = FINE_GRAINED[preset]
+    state = {strip_module(k): torch.empty(s, device="meta") for k, s in tsv_shapes(tsv).items()}
+    model = preset_model(preset, "meta")
+    m = finetune_match(model, state, f"{tsv}.pth")
+    filled = set(m.filled)
+    assert {k for k in model_tensors(model) if k.startswith(("backbone.", "head."))} <= filled
+    left = {f for f in state if m.renamed[f] not in filled}
+    assert left == ({f"classifier.{i}.{t}" for i in (0, 3, 6) for t in ("weight", "bias")} if "vgg" in preset
+                    else {"fc.weight", "fc.bias"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["fg_resnet50_cub", "fg_vgg16_bn_cars"])
+def test_a_fine_grained_run_starts_from_the_released_file_value_for_value(preset, tmp_path):
+    """The file written as the repository released it; every backbone and reduction tensor lands where its
+    identifying values say, and the classifier is new (200 / 196 classes)."""
+    from lgm_gcp.assemble import build_network
+
+    tsv = FINE_GRAINED[preset]
+    path = tmp_path / f"{tsv}.pth"
+    tensors = write_release(tsv, "vgg_zoo" if "vgg" in preset else "model_zoo", path)
+    cfg = resolved(f"experiment={preset}", f"finetune={path}")
+    model, info = build_network(cfg, cfg["dataset"]["num_classes"], 3)
+    state = model.state_dict()
+    m = match(tensors, model_tensors(model))
+    for model_key, file_key in m.filled.items():
+        if not model_key.startswith("criterion."):
+            torch.testing.assert_close(state[model_key], tensors[file_key], msg=model_key)
+    assert info["new"] == ["criterion.fc.weight", "criterion.fc.bias"]
+    assert state["criterion.fc.weight"].shape == (cfg["dataset"]["num_classes"], 32896)

@@ -77,7 +77,8 @@ def preflight(argv) -> None:
     if args.help or args.hydra_help or args.shell_completion or args.info or args.config_path:
         return
     cfg = OmegaConf.to_container(compose(args.overrides, search_path=args.config_dir), resolve=True)
-    check_network(cfg)  # the network builds for these images; weights exist, load and fit it
+    if not args.cfg:  # --cfg prints the config: no network, no files needed
+        check_network(cfg)  # the network builds for these images; weights exist, load and fit it
     for override in args.overrides:
         key, _, value = override.partition("=")
         if key in ("hydra.run.dir", "hydra.sweep.dir"):

@@ -122,6 +122,9 @@ def check_weights(cfg: dict, model: torch.nn.Module) -> None:
             raise ConfigError("eval.only=true evaluates the weights of a file: give weights=FILE, or run "
                               "lgm-gcp-eval FILE")
         if cfg.get("finetune"):
+            if not Path(cfg["finetune"]).is_file():
+                raise CheckpointError(f"finetune={cfg['finetune']} does not exist; put the file there (LGM_GCP_WEIGHTS "
+                                      "names the folder the presets read) or give finetune=FILE")
             finetune_match(model, read_state_dict(cfg["finetune"]), cfg["finetune"])
         return
     fitting_match(model, read_state_dict(cfg["weights"]), cfg["weights"])
