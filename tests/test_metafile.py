@@ -160,7 +160,8 @@ def test_generated_presets_compose_beside_a_config_dir_and_are_named_among_the_v
     cfg, choices = compose_with_choices(["experiment=gcp_resnet18_gcp_norm"], search_path=str(tmp_path))
     assert choices["head"] == "gcp" and cfg.trainer.batch_size == 256
     assert compose_with_choices(["experiment=mine"], search_path=str(tmp_path))[0].trainer.max_epochs == 7
-    valid = r"valid: .*digits_lgm_2d, .*fg_vgg16_bn_cub, fmnist_resnet20, .*gcp_mobilenet_v2_gap_adju, .*lm_vgg16_mod_imagenet_softmax"
+    valid = (r"valid: .*digits_lgm_2d, .*fg_vgg16_bn_cub, fmnist_resnet20, .*gcp_mobilenet_v2_gap_adju, "
+             r".*lm_vgg16_mod_imagenet_softmax")
     with pytest.raises(ConfigError, match=r"unknown experiment option 'gcp_resnet18'; " + valid):
         compose_with_choices(["experiment=gcp_resnet18"])
     with pytest.raises(ConfigError, match=r"unknown experiment option 'gcp_resnet18'; " + valid):  # a sweep's values
