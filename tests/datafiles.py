@@ -90,9 +90,9 @@ def make_places365_lists(root, classes=3, per_class=4, size=40, large=False):
 # ----------------------------------------------------------------------------------- fine-grained benchmarks
 
 
-def fine_grained_image(path, shade):
+def fine_grained_image(path, shade, height=20):
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((20, 24, 3), shade, np.uint8)).save(path)
+    Image.fromarray(np.full((height, 24, 3), shade, np.uint8)).save(path)
 
 
 def write_cub(root):
@@ -105,14 +105,16 @@ def write_cub(root):
     base.joinpath("images.txt").write_text("".join(f"{i} {r}\n" for i, (r, _, _) in images.items()))
     base.joinpath("image_class_labels.txt").write_text("".join(f"{i} {c}\n" for i, (_, c, _) in images.items()))
     base.joinpath("train_test_split.txt").write_text("".join(f"{i} {t}\n" for i, (_, _, t) in images.items()))
+    # id x y width height, in pixels, as floats the way CUB writes them: image i's box is (i)x(2i) at (1, 2)
+    base.joinpath("bounding_boxes.txt").write_text("".join(f"{i} 1.0 2.0 {float(i)} {2.0 * i}\n" for i in images))
     return base
 
 
 def write_aircraft(root):
     """Two variants of two families; trainval holds three images, test one."""
     data = root / "fgvc-aircraft-2013b" / "data"
-    for name in ("0001", "0002", "0003", "0004"):
-        fine_grained_image(data / "images" / f"{name}.jpg", int(name) * 30)
+    for name in ("0001", "0002", "0003", "0004"):  # 50 rows: 30 of aircraft above the 20-row banner
+        fine_grained_image(data / "images" / f"{name}.jpg", int(name) * 30, height=50)
     data.joinpath("variants.txt").write_text("707-320\nA300B4\n")
     data.joinpath("families.txt").write_text("A300\nBoeing 707\n")  # another order: labels tell the levels apart
     data.joinpath("images_variant_trainval.txt").write_text("0001 707-320\n0002 A300B4\n0003 A300B4\n")

@@ -71,3 +71,35 @@ def test_a_split_the_benchmark_does_not_have_is_one_line(tmp_path):
     write_cub(tmp_path)
     with pytest.raises(DatasetError, match=r"^cub: no split 'val'; its splits are train, test"):
         data_of("cub", tmp_path, "dataset.num_classes=3", "dataset.val_dir=val")
+
+
+def first_image_sizes(data) -> tuple:
+    """(height, width) of the first train and test image as read and cropped, before the transform."""
+    sizes = []
+    for split in (data.train_set, data.test_set):
+        split.transform = lambda image: image
+        image = split[(0, None)][0]
+        sizes.append(tuple(image.shape[-2:]) if hasattr(image, "shape") else (image.height, image.width))
+    return tuple(sizes)
+
+
+@pytest.mark.parametrize("decoder", ["tensor", "pil"])
+def test_cub_bbox_crop_cuts_each_image_to_its_box(tmp_path, decoder):
+    """bounding_boxes.txt gives image i the box x = 1, y = 2, width i, height 2i: the first train image (id 1)
+    is 2 rows by 1 column, the first test image (id 4) 8 by 4. Without the crop they are 20 by 24."""
+    write_cub(tmp_path)
+    common = ["dataset.num_classes=3", f"dataset.decoder={decoder}"]
+    assert first_image_sizes(data_of("cub", tmp_path, *common, "dataset.crop=bbox")) == ((2, 1), (8, 4))
+    assert first_image_sizes(data_of("cub", tmp_path, *common)) == ((20, 24), (20, 24))
+
+
+def test_aircraft_banner_crop_cuts_the_bottom_20_rows(tmp_path):
+    write_aircraft(tmp_path)
+    data = data_of("aircraft", tmp_path, "dataset.num_classes=2", "dataset.crop=banner")
+    assert first_image_sizes(data) == ((30, 24), (30, 24))
+
+
+def test_a_crop_the_benchmark_does_not_have_is_one_line(tmp_path):
+    write_aircraft(tmp_path)
+    with pytest.raises(DatasetError, match="dataset.crop=bbox applies to dataset=cub only, not layout aircraft"):
+        data_of("aircraft", tmp_path, "dataset.num_classes=2", "dataset.crop=bbox")

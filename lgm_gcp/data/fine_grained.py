@@ -94,6 +94,35 @@ def cars_samples(root: str | Path, split: str) -> tuple[list[tuple[str, int]], i
     return [(path, int(label)) for path, label in dataset._samples], len(dataset.classes)  # see aircraft
 
 
+AIRCRAFT_BANNER = 20  # pixels of copyright banner at the bottom of every FGVC-Aircraft image
+
+
+def crop_boxes(layout: str, root: str | Path, samples: list, crop: str) -> list | None:
+    """One (left, top, right, bottom) slice box per sample, or None for ``crop=none``. ``bbox``: CUB-200-2011's
+    ``bounding_boxes.txt`` (id, x, y, width, height in pixels); ``banner``: FGVC-Aircraft without its
+    20-pixel bottom banner, the dataset's official protocol (bottom = -20: counted from the image's end)."""
+    if crop == "none":
+        return None
+    wanted = {"bbox": "cub", "banner": "aircraft"}[crop]
+    if layout != wanted:
+        raise DatasetError(f"dataset.crop={crop} applies to dataset={wanted} only, not layout {layout}; use "
+                           "dataset.crop=none")
+    if crop == "banner":
+        return [(0, 0, None, -AIRCRAFT_BANNER)] * len(samples)
+    root = Path(root)
+    base = root / "CUB_200_2011" if (root / "CUB_200_2011" / CUB_FILES[0]).is_file() else root
+    if not (base / "bounding_boxes.txt").is_file():
+        raise DatasetError(f"dataset.crop=bbox: no bounding_boxes.txt in {base}; it ships in CUB_200_2011.tgz")
+    by_path = {base / "images" / r: i for i, r in _cub_table(base / "images.txt", "relative path").items()}
+    boxes = {i: [round(float(v)) for v in rest.split()] for i, rest in
+             _cub_table(base / "bounding_boxes.txt", "x y width height").items()}
+    out = []
+    for path, _ in samples:
+        x, y, w, h = boxes[by_path[Path(path)]]
+        out.append((x, y, x + w, y + h))
+    return out
+
+
 def fine_grained_samples(layout: str, root: str | Path, split: str, level: str = "variant") -> tuple[list, int]:
     """The (path, label) samples of ``split`` and the class count, for a fine-grained ``layout``."""
     if split not in SPLITS[layout]:

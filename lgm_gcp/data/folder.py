@@ -27,7 +27,7 @@ from typing import Annotated, Iterator, List, Literal, Optional, Sequence, Union
 
 from lgm_gcp.config.fields import RESUMABLE, Count, NonNeg
 from lgm_gcp.data.files import DatasetError
-from lgm_gcp.data.fine_grained import SPLITS, fine_grained_samples
+from lgm_gcp.data.fine_grained import SPLITS, crop_boxes, fine_grained_samples
 from lgm_gcp.data.images import ImageSamples, eval_transform, train_transform
 from lgm_gcp.data.in_memory import epoch_step_count
 from lgm_gcp.data.loader import GlobalBatchSampler, KeptLoader, ShardSampler, resolve_num_workers
@@ -144,6 +144,8 @@ class ImageFolderData:
     ``skip_bad_images``: skip (and count) undecodable files instead of stopping with their path.
     ``resize``: the eval Resize, a shorter side or [height, width]; ``train_crop=center`` trains on that
     resize's centre crop (fast-MPN-COV's fine-grained recipe) instead of RandomResizedCrop.
+    ``crop``: bbox cuts CUB-200-2011's images to their bounding boxes, banner FGVC-Aircraft's to the image
+    above its 20-pixel copyright banner (both off by default, as fast-MPN-COV trains).
     ``ten_crop``, ``mirror`` (the centre crop and its mirror), ``num_workers`` and ``prefetch_factor``
     come from the trainer."""
 
@@ -158,7 +160,8 @@ class ImageFolderData:
                  num_workers: int | str = "auto", prefetch_factor: int = 2, skip_bad_images: bool = False,
                  drop_last: bool = False, decoder: Literal["tensor", "pil"] = "tensor",
                  layout: Literal["folders", "torchvision", "cub", "aircraft", "cars"] = "folders", small: bool = True,
-                 level: Literal["variant", "family", "manufacturer"] = "variant"):
+                 level: Literal["variant", "family", "manufacturer"] = "variant",
+                 crop: Literal["none", "bbox", "banner"] = "none"):
         if download:
             raise DatasetError(f"{name}: dataset.download is not available for image-folder datasets; "
                                f"place the class folders under {root}/{train_dir} and {root}/{val_dir}")
@@ -167,11 +170,13 @@ class ImageFolderData:
         self.drop_last, self.num_workers = drop_last, resolve_num_workers(num_workers)
         splits = {split: split_samples(name, root, split, folder, layout, small, num_classes, level)
                   for split, folder in (("train", train_dir), ("val", val_dir))}
+        boxes = {split: crop_boxes(layout, root, samples, crop) for split, samples in splits.items()}
         self.train_set = ImageSamples(splits["train"], train_transform(decoder, image_size, mean, std, color_jitter,
                                                                           lighting, train_crop, resize),
-                                      decoder, skip_bad_images)
+                                      decoder, skip_bad_images, boxes["train"])
         self.test_set = ImageSamples(splits["val"], eval_transform(decoder, image_size, resize, mean, std,
-                                                                      ten_crop, mirror), decoder, skip_bad_images)
+                                                                      ten_crop, mirror), decoder, skip_bad_images,
+                                     boxes["val"])
         collate = collate_skipping if skip_bad_images else None
         self._train_loader = KeptLoader(self.train_set, self.num_workers, prefetch_factor, collate)
         self._test_loader = KeptLoader(self.test_set, self.num_workers, prefetch_factor, collate)

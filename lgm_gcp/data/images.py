@@ -187,16 +187,26 @@ class StackCrops:
         return torch.stack([self.to_normalized_tensor(c) for c in crops])
 
 
+def crop_box(image, box: tuple):
+    """``image`` (PIL, or a (C, H, W) tensor) cut to ``box`` = (left, top, right, bottom), read as slice bounds:
+    None is the image's end and a negative value counts from it."""
+    left, top, right, bottom = box
+    if isinstance(image, torch.Tensor):
+        return image[..., top:bottom, left:right]
+    columns, rows = range(image.width)[left:right], range(image.height)[top:bottom]
+    return image.crop((columns.start, rows.start, columns.stop, rows.stop))
+
+
 class ImageSamples(Dataset):
-    """(path, label) samples read by ``decoder`` and transformed.
+    """(path, label) samples read by ``decoder``, cut to their ``boxes`` if given, and transformed.
 
     An item is ``(index, seed)``: with a seed, the transform runs under torch's RNG seeded by it (in
     the main process the caller's RNG state is put back afterwards). With ``skip_bad``, an undecodable
     file comes back as ``(None, path)`` instead of raising."""
 
     def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable, decoder: str = "tensor",
-                 skip_bad: bool = False):
-        self.samples, self.transform, self.skip_bad = samples, transform, skip_bad
+                 skip_bad: bool = False, boxes: Sequence[tuple] | None = None):
+        self.samples, self.transform, self.skip_bad, self.boxes = samples, transform, skip_bad, boxes
         self.load = load_pil if decoder == "pil" else load_tensor
 
     def __len__(self) -> int:
@@ -211,6 +221,8 @@ class ImageSamples(Dataset):
             if self.skip_bad:
                 return None, path
             raise
+        if self.boxes is not None:
+            image = crop_box(image, self.boxes[index])
         if seed is None:
             return self.transform(image), label
         # the CPU generator only (torch.manual_seed also seeds every accelerator: 100x slower)
