@@ -209,3 +209,17 @@ def test_a_timm_trunk_trains_and_evaluates_through_the_trainer(name, head, loss,
     run(cfg, tmp_path)
     history = json.loads((tmp_path / "metrics.json").read_text())["epochs"]
     assert len(history) == 3 and history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_an_average_pooled_vits_weights_file_fills_its_fc_norm(tmp_path):
+    """fc_norm, which the trunk applies to every token, is the file's fc_norm: named once, loaded."""
+    torch.manual_seed(0)
+    source = timm.create_model("test_vit", num_classes=10, img_size=32, global_pool="avg")
+    with torch.no_grad():
+        source.fc_norm.weight.normal_()  # not the ones a new norm starts from
+    path = tmp_path / "vit.pth"
+    torch.save(source.state_dict(), path)
+    model, _ = build_network(timm_cfg("test_vit", "+backbone.kwargs.global_pool=avg", f"backbone.weights={path}"),
+                             10, 3)
+    torch.testing.assert_close(model.backbone.model.fc_norm.weight, source.fc_norm.weight)
+    assert not any("token_norm" in key for key in model.state_dict())

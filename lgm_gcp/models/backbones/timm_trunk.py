@@ -118,8 +118,8 @@ class TimmBackbone(nn.Module):
             raise ConfigError(f"backbone.kwargs={kwargs}: timm's {name} refuses them ({e})") from None
         model.reset_classifier(0, "")
         self.file_keys_left_out = self._remove_head(model)
-        self.token_norm = None if isinstance(getattr(model, "fc_norm", None), (nn.Identity, type(None))) \
-            else model.fc_norm
+        # the model's own module, called from forward (a second attribute would name its tensors twice)
+        self.norm_tokens = not isinstance(getattr(model, "fc_norm", None), (nn.Identity, type(None)))
         if last_stride == 1:
             drop_last_downsampling(model, name)
         self.model = model
@@ -149,8 +149,8 @@ class TimmBackbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         out = self.model.forward_features(images)
-        if self.token_norm is not None:
-            out = self.token_norm(out)
+        if self.norm_tokens:
+            out = self.model.fc_norm(out)
         if out.dim() == 3:  # tokens (B, N, C)
             return self.tokens_to_map(out[:, self.prefix_tokens:], images.shape[-2:])
         return out.permute(0, 3, 1, 2) if self.channels_last else out
