@@ -129,9 +129,7 @@ class TimmBackbone(nn.Module):
         self.channels_last = getattr(model, "output_fmt", "NCHW") == "NHWC"
         drop_rate = float(getattr(model, "drop_rate", 0.0) or 0.0)
         self.recipe = {"dropout": drop_rate} if drop_rate else {}
-        self.weights_file = weights
-        if not weights:
-            self.set_in_channels(in_channels)
+        self.weights_file = weights  # with a file: built for 3 channels; the builder adapts the stem after loading
 
     @staticmethod
     def _remove_head(model: nn.Module) -> tuple:
