@@ -7,7 +7,7 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from lgm_gcp.config.fields import DROP_RATE, NonNeg, Positive
+from lgm_gcp.options.fields import DROP_RATE, NonNeg, Positive
 
 # a transformer's learned tokens and position embeddings (timm's names), never decayed where norms are not
 TOKEN_NAMES = ("pos_embed", "cls_token", "dist_token", "reg_token", "relative_position_bias_table")

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from lgm_gcp.analysis.metafile import released_weights_table
-from lgm_gcp.config.groups import GROUPS
 from lgm_gcp.config.metafile import generated_presets, load_metafile
 from lgm_gcp.markdown import markdown_table
+from lgm_gcp.options.groups import GROUPS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

@@ -72,5 +72,5 @@ def wait_for(proc: subprocess.Popen, what: str, timeout=TIMEOUT_S) -> int:
 
 
 def run_cli(*args, cwd: Path, env_extra=None, timeout=TIMEOUT_S):
-    return run_command([sys.executable, "-m", "lgm_gcp.engine.entrypoint", *args], cwd=cwd, env_extra=env_extra,
+    return run_command([sys.executable, "-m", "lgm_gcp.entrypoint", *args], cwd=cwd, env_extra=env_extra,
                        timeout=timeout)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lgm_gcp.config import ConfigError
-from lgm_gcp.config.groups import GROUPS, NON_GROUP_FOLDERS
-from lgm_gcp.config.instantiate import instantiate
+from lgm_gcp.errors import ConfigError
 from lgm_gcp.models.build import build_model
+from lgm_gcp.options.groups import GROUPS, NON_GROUP_FOLDERS
+from lgm_gcp.options.instantiate import instantiate
 
 from conftest import compose, conf_options, resolved, run_cli
 from datafiles import make_cifar, make_mnist, make_tree, write_aircraft, write_cars, write_cub

@@ -50,7 +50,7 @@ def test_mean_padding_fills_with_the_mean_colour():
 
 
 def digits():
-    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.options.instantiate import instantiate
 
     return instantiate(resolved()["dataset"])
 
@@ -87,7 +87,7 @@ def test_mnist_idx_loads_and_trains_one_epoch(tmp_path, gz):
 
 
 def test_mnist_missing_and_truncated_files(tmp_path):
-    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.options.instantiate import instantiate
 
     with pytest.raises(DatasetError, match=r"mnist: no train-images-idx3-ubyte under .*dataset.download=true"):
         instantiate(resolved("dataset=mnist", f"dataset.root={tmp_path}")["dataset"])
@@ -107,7 +107,7 @@ needs_debian_fashion = pytest.mark.skipif(not (DEBIAN_FASHION / "t10k-labels-idx
 
 
 def fashion(*overrides):
-    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.options.instantiate import instantiate
 
     return instantiate(resolved("dataset=fashion_mnist", *overrides)["dataset"])
 
@@ -182,7 +182,7 @@ def test_fashion_mnist_bad_files_name_the_file(tmp_path, fault):
 
 
 def test_cifar_and_mnist_are_found_under_a_shared_torchvision_root(tmp_path, monkeypatch):
-    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.options.instantiate import instantiate
 
     monkeypatch.setenv("LGM_GCP_DATA", str(tmp_path))
     make_cifar(tmp_path)  # <shared>/cifar-10-batches-py, torchvision's layout
@@ -196,7 +196,7 @@ def test_val_fraction_holds_out_the_same_stratified_images_for_every_seed(tmp_pa
     set (round(0.25 · 4) = 1), chosen by a fixed generator, so two configs with other run seeds agree; the
     test set is untouched and no image is in both splits."""
     make_mnist(tmp_path, n_train=40)
-    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.options.instantiate import instantiate
 
     a = instantiate(resolved("dataset=mnist", f"dataset.root={tmp_path}", "dataset.val_fraction=0.25",
                              "seed=0")["dataset"])
@@ -237,7 +237,7 @@ def test_val_fraction_picks_the_best_epoch_by_validation_not_test(tmp_path, monk
     epochs = summary["epochs"]
     assert all("val_top1" in e and e["val_images"] > 0 for e in epochs)
     assert summary["best"] == max(epochs, key=lambda e: e["val_top1"])
-    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.options.instantiate import instantiate
 
     per_class = torch.bincount(instantiate(resolved()["dataset"]).train_y)  # digits' 1,347 training images
     assert epochs[0]["val_images"] == sum(round(0.2 * int(n)) for n in per_class) and epochs[0]["test_images"] == 450
@@ -256,7 +256,7 @@ def test_cifar_pickles_load_and_train_one_epoch(tmp_path, classes):
 
 
 def test_cifar_truncated_pickle_and_label_beyond_classes(tmp_path):
-    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.options.instantiate import instantiate
 
     folder = make_cifar(tmp_path / "a")
     (folder / "data_batch_3").write_bytes((folder / "data_batch_3").read_bytes()[:500])
@@ -305,7 +305,7 @@ def epoch_order(data, seed, epoch, rank=0, world_size=1):
 def test_image_folder_order_is_a_function_of_seed_and_epoch_only(tmp_path):
     """Each epoch reads the images in a new order; the same (seed, epoch) always gives the same one,
     whatever object reads it, and N ranks together read exactly the one-process order."""
-    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.options.instantiate import instantiate
 
     indexed_tree(tmp_path / "t")
     cfg = resolved(*FOLDER, f"dataset.root={tmp_path / 't'}")["dataset"]
@@ -320,7 +320,7 @@ def test_image_folder_order_is_a_function_of_seed_and_epoch_only(tmp_path):
 
 
 def test_image_folder_errors_name_the_path(tmp_path):
-    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.options.instantiate import instantiate
 
     def build(root, *extra):
         return instantiate(resolved(*FOLDER, f"dataset.root={root}", *extra)["dataset"], num_workers=0)
@@ -344,7 +344,7 @@ def test_ten_crop_refused_on_in_memory_datasets(tmp_path):
 def test_large_margin_cifar10_pads_with_int_255_mean(tmp_path):
     """The reference fills the padding with int(255·mean): 255·(0.4914, 0.4822, 0.4465) =
     (125.31, 122.96, 113.86) -> (125, 122, 113), not the rounded (125, 123, 114)."""
-    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.options.instantiate import instantiate
 
     make_cifar(tmp_path)
     cfg = resolved("experiment=lm_layer13_cifar10_softmax", f"dataset.root={tmp_path}")
@@ -358,8 +358,8 @@ def test_large_margin_cifar10_pads_with_int_255_mean(tmp_path):
 def test_the_last_partial_batch_is_kept_unless_drop_last():
     """1,000 images at batch 128: 7 full batches + 104, so 8 steps (as a DataLoader with
     drop_last=False), 7 with drop_last; CIFAR's 50,000 at 128 give 391 and 390."""
-    from lgm_gcp.config.instantiate import instantiate
     from lgm_gcp.data.in_memory import epoch_step_count
+    from lgm_gcp.options.instantiate import instantiate
 
     assert (epoch_step_count(50_000, 128), epoch_step_count(50_000, 128, drop_last=True)) == (391, 390)
     assert epoch_step_count(1_281_167, 256) == 5005  # ImageNet at the GCP study's batch
@@ -374,7 +374,7 @@ def test_the_last_partial_batch_is_kept_unless_drop_last():
 
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_ranks_split_a_partial_batch_evenly_and_together_read_the_one_process_batch(world_size):
-    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.options.instantiate import instantiate
 
     data = instantiate(resolved("dataset=synthetic", "dataset.train_size=70", "dataset.pad=0")["dataset"])
     one = [y for _, y in data.train_batches(24, seed=1, epoch=0)]
@@ -400,7 +400,7 @@ def test_ddp_loss_scale_makes_the_averaged_gradient_the_global_mean():
 
 
 def test_image_folder_keeps_its_last_partial_batch(tmp_path):
-    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.options.instantiate import instantiate
 
     indexed_tree(tmp_path / "t")  # 24 images
     data = instantiate(resolved(*FOLDER, f"dataset.root={tmp_path / 't'}")["dataset"], num_workers=0)

@@ -1,4 +1,4 @@
-"""An option's schema is derived from its class signature (lgm_gcp/config/derive.py): types, defaults,
+"""An option's schema is derived from its class signature (lgm_gcp/options/derive.py): types, defaults,
 ranges, choices and markers written once, in the signature, and checked at compose time."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Annotated, Literal, Mapping, Optional, Sequence
 import pytest
 from omegaconf import MISSING, OmegaConf
 
-from lgm_gcp.config.derive import recipe_defaults, schema_of
-from lgm_gcp.config.fields import COUNT, DROP_RATE, NONNEG, RECIPE, RESUMABLE, Count, NonNeg, Range
+from lgm_gcp.options.derive import recipe_defaults, schema_of
+from lgm_gcp.options.fields import COUNT, DROP_RATE, NONNEG, RECIPE, RESUMABLE, Count, NonNeg, Range
 
 
 @dataclass(frozen=True)

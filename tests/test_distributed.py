@@ -64,7 +64,7 @@ def torchrun(tmp_path, *args):
     import sys
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "lgm_gcp.engine.entrypoint", *args]
+           "-m", "lgm_gcp.entrypoint", *args]
     return run_command(cmd, cwd=tmp_path, drop=("RANK", "WORLD_SIZE", "LOCAL_RANK", "HYDRA_FULL_ERROR"))
 
 
@@ -94,7 +94,7 @@ def test_sigterm_to_the_launcher_preempts_every_rank_at_the_same_step(tmp_path):
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    cmd = [sys.executable, "-m", "lgm_gcp.engine.entrypoint", *DDP, "trainer.devices=2", "trainer.max_epochs=20",
+    cmd = [sys.executable, "-m", "lgm_gcp.entrypoint", *DDP, "trainer.devices=2", "trainer.max_epochs=20",
            "hydra.run.dir=run"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     last = tmp_path / "run" / "checkpoints" / "last.pt"

@@ -62,7 +62,7 @@ def call(entry, argv, capfd, monkeypatch, cwd: Path):
 
 
 def train_cli():
-    from lgm_gcp.engine.entrypoint import cli
+    from lgm_gcp.entrypoint import cli
 
     return cli
 
@@ -207,7 +207,7 @@ def test_an_undecodable_image_in_a_loader_worker_is_named_too(tmp_path):
     bad.write_bytes(b"")
     cfg = resolved("dataset=imagenet", "dataset.num_classes=3", "dataset.image_size=32", "dataset.resize=36",
                    f"dataset.root={tmp_path / 'tree'}", "trainer.num_workers=1")
-    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.options.instantiate import instantiate
 
     data = instantiate(cfg["dataset"], num_workers=1)
     with pytest.raises(DatasetError) as err:
@@ -365,7 +365,7 @@ TRAIN_CASES = {
     (["nope.pth"], 2, "weights file nope.pth does not exist"),
 ])
 def test_eval_entry_point_fails_in_one_line(argv, status, fragment, capfd, monkeypatch, tmp_path):
-    from lgm_gcp.engine.entrypoint import eval_cli
+    from lgm_gcp.entrypoint import eval_cli
 
     got, lines = call(eval_cli, argv, capfd, monkeypatch, tmp_path)
     assert got == status and fragment in lines[0], lines

@@ -75,7 +75,7 @@ def test_ema_is_evaluated_separately_and_resumed_exactly(tmp_path):
 
 
 def test_gradient_clipping_bounds_the_update(tmp_path):
-    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.options.instantiate import instantiate
     from lgm_gcp.models.build import build_model
 
     cfg = resolved(*BASE, "trainer.max_epochs=1", "trainer.max_steps=1", "trainer.grad_clip=1e-9",
@@ -109,7 +109,7 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog
 
 # ------------------------------------------------------------------------------- real processes
 
-CLI = [sys.executable, "-m", "lgm_gcp.engine.entrypoint", "backbone.widths=[8,16]", "trainer.batch_size=32",
+CLI = [sys.executable, "-m", "lgm_gcp.entrypoint", "backbone.widths=[8,16]", "trainer.batch_size=32",
        "trainer.progress=false", "trainer.deterministic=true", "trainer.max_epochs=6", "trainer.checkpoint_every=4"]
 
 

@@ -3,9 +3,9 @@ miniature: the splits, the 0-based labels, the class counts, and one line for ea
 
 import pytest
 
-from lgm_gcp.config.instantiate import instantiate
-from lgm_gcp.data import check_dataset
+from lgm_gcp.data.check import check_dataset
 from lgm_gcp.errors import DatasetError
+from lgm_gcp.options.instantiate import instantiate
 
 from conftest import resolved
 from datafiles import write_aircraft, write_cars, write_cub

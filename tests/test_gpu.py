@@ -89,7 +89,7 @@ def test_ddp_over_nccl_with_two_processes_matches_one(tmp_path):
 
 
 def test_image_folder_batches_are_pinned_and_arrive_on_cuda(tmp_path):
-    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.options.instantiate import instantiate
 
     from datafiles import make_tree
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from lgm_gcp.config.instantiate import instantiate
 from lgm_gcp.data import loader
 from lgm_gcp.data.files import DatasetError
 from lgm_gcp.data.images import load_pil, load_tensor
 from lgm_gcp.data.loader import KeptLoader, auto_num_workers, resolve_num_workers
 from lgm_gcp.engine.train import run
+from lgm_gcp.options.instantiate import instantiate
 
 from conftest import resolved
 from datafiles import make_places365_lists, make_tree, smooth_image
@@ -203,7 +203,7 @@ def test_places365_list_faults_are_one_line_naming_the_file(tmp_path, fault, mes
         (root / "data_256/a/class_0/00000001.jpg").unlink()
     else:
         extra = ["dataset.num_classes=4"]
-    from lgm_gcp.data import check_dataset
+    from lgm_gcp.data.check import check_dataset
 
     cfg = resolved(*PLACES, f"dataset.root={root}", *extra)["dataset"]
     for attempt in (lambda: check_dataset(cfg), lambda: instantiate(cfg, num_workers=0)):  # before spawn, and at build

@@ -51,7 +51,7 @@ def test_adamw_decays_weights_but_no_norm_bias_or_transformer_token_and_scales_t
     """optimizer=adamw as composed: torch's AdamW, decay 0.05 on the conv and linear weights only; a
     parameter named as a timm transformer's position embedding or class token is a weight (ndim 3) that
     still goes undecayed; the classifier's group runs at classifier_lr_mult times the LR."""
-    from lgm_gcp.config.instantiate import instantiate
+    from lgm_gcp.options.instantiate import instantiate
 
     cfg = resolved("optimizer=adamw", "optimizer.classifier_lr_mult=5")
     model = build_model(cfg, 10, 1)

@@ -13,9 +13,9 @@ import math
 import pytest
 import torch
 
-from lgm_gcp.config.instantiate import instantiate
 from lgm_gcp.data.in_memory import epoch_step_count
 from lgm_gcp.models.build import build_model
+from lgm_gcp.options.instantiate import instantiate
 from lgm_gcp.schedules.margin import MarginSchedule
 
 from conftest import experiment_presets, resolved

@@ -135,7 +135,7 @@ LONG = [*SLOW, "trainer.max_epochs=4"]  # about 90 s of training: still running 
 
 
 def sweep(tmp_path, env, name, *overrides, wait=True):
-    args = [sys.executable, "-m", "lgm_gcp.engine.entrypoint", "-m", "hydra/launcher=slurm",
+    args = [sys.executable, "-m", "lgm_gcp.entrypoint", "-m", "hydra/launcher=slurm",
             f"hydra.launcher.name={name}", "hydra.sweep.dir=sweep", *overrides]
     if wait:
         return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
@@ -237,7 +237,7 @@ def test_a_batch_script_without_submitit_requeues_itself_on_sigusr2_and_resumes(
     script = tmp_path / "job.sh"
     script.write_text("#!/bin/bash\n#SBATCH --requeue --open-mode=append --signal=USR2@60 -J plain\n"
                       f"#SBATCH -o {tmp_path}/job-%j.out\n"
-                      f"srun {sys.executable} -m lgm_gcp.engine.entrypoint {' '.join(SLOW)} seed=0 "
+                      f"srun {sys.executable} -m lgm_gcp.entrypoint {' '.join(SLOW)} seed=0 "
                       f"hydra.run.dir={tmp_path}/run-$SLURM_JOB_ID\n")
     job = slurm(cluster, "sbatch", "--parsable", str(script)).strip()
     wait_until("the run training", lambda: any("global batch" in p.read_text()
@@ -300,7 +300,7 @@ def test_two_srun_tasks_form_one_ddp_group_equal_to_one_process(tmp_path, cluste
     changed; GroupNorm, whose statistics do not depend on the split)."""
     script = tmp_path / "job.sh"
     script.write_text("#!/bin/bash\n#SBATCH -n 2\n#SBATCH -o " + str(tmp_path / "job.out") + "\n"
-                      f"srun {sys.executable} -m lgm_gcp.engine.entrypoint " + " ".join(DDP) + "\n")
+                      f"srun {sys.executable} -m lgm_gcp.entrypoint " + " ".join(DDP) + "\n")
     out = subprocess.run(["sbatch", "--wait", str(script)], cwd=tmp_path, env=cluster, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, (tmp_path / "job.out").read_text()[-3000:]

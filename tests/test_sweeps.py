@@ -109,7 +109,7 @@ def test_slurm_launcher_asks_for_one_gpu_per_rank(overrides, gpus):
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from lgm_gcp.config import register_schemas
+    from lgm_gcp.config.register import register_schemas
 
     register_schemas()
     with initialize_config_module("lgm_gcp.conf", version_base="1.3"):

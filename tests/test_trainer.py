@@ -128,11 +128,11 @@ def test_rerun_of_a_run_that_reached_max_steps_trains_nothing(tmp_path, tiny_cfg
 def test_resume_restores_step_lr_rng_and_weights_over_a_wrong_lr(tmp_path, tiny_cfg):
     """detectron2-style: rebuild with a deliberately wrong LR and fresh weights, call the trainer's
     resume path, and check that the step, the LR, the weights and the RNG state came back."""
-    from lgm_gcp.config.instantiate import instantiate
     from lgm_gcp.config.schema import TrainerConfig
     from lgm_gcp.engine.distributed import DistEnv
     from lgm_gcp.engine.train import resume, typed
     from lgm_gcp.models.build import build_model
+    from lgm_gcp.options.instantiate import instantiate
 
     cfg = tiny_cfg("trainer.max_epochs=1", DROPOUT)
     run(cfg, tmp_path)

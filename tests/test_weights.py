@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from lgm_gcp.analysis.table import cli as table_cli
-from lgm_gcp.config.instantiate import instantiate
 from lgm_gcp.config.metafile import load_metafile
 from lgm_gcp.errors import CheckpointError
 from lgm_gcp.models.build import build_model
+from lgm_gcp.options.instantiate import instantiate
 from lgm_gcp.weights.export import export, export_state_dict
 from lgm_gcp.weights.files import convert, read_state_dict, strip_module
 from lgm_gcp.weights.load import load_weights, match, model_tensors, vector_permutation
@@ -226,7 +226,7 @@ def test_eval_runs_a_release_and_the_table_shows_it_beside_ours(tmp_path):
     release = {f"module.{k}": v for k, v in export_state_dict(model.state_dict(), model).items()}
     torch.save({"state_dict": release, "epoch": 100}, tmp_path / "ResNet18_GCP.pth.tar",
                _use_new_zipfile_serialization=False)
-    eval_cmd = [sys.executable, "-c", "from lgm_gcp.engine.entrypoint import eval_cli; eval_cli()",
+    eval_cmd = [sys.executable, "-c", "from lgm_gcp.entrypoint import eval_cli; eval_cli()",
                 str(tmp_path / "ResNet18_GCP.pth.tar"), *overrides, f"hydra.run.dir={tmp_path / 'eval'}"]
     done = run_command(eval_cmd, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]

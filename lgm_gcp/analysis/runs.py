@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from lgm_gcp.config.instantiate import instantiate
 from lgm_gcp.engine import checkpoint
 from lgm_gcp.errors import ConfigError, RunFolderError
 from lgm_gcp.models.build import build_model
-from lgm_gcp.weights import load_weights
+from lgm_gcp.options.instantiate import instantiate
+from lgm_gcp.weights.load import load_weights
 
 
 def read_yaml(path: Path, must_have: tuple = ()) -> dict:

@@ -1,7 +1,4 @@
-"""Config schemas, ConfigStore registration and the strict validator. No module here imports torch; the
-registration imports the option classes (by their ``_target_``) when it derives their schemas."""
-
-from lgm_gcp.config.register import register_schemas
-from lgm_gcp.config.validate import ConfigError, validate
-
-__all__ = ["ConfigError", "register_schemas", "validate"]
+"""The top of the config layer: schema registration, composition, resolvers, metafiles and the strict
+validator (``register``, ``compose``, ``resolvers``, ``metafile``, ``validate``, ``schema``). Imports nothing
+here, so that importing one module does not run the others; the field vocabulary the option classes use is
+``lgm_gcp.options``, below every option package."""

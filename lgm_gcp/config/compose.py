@@ -20,7 +20,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from lgm_gcp.config.groups import GROUPS
+from lgm_gcp.options.groups import GROUPS
 from lgm_gcp.config.metafile import SEARCH_PATH, with_generated
 from lgm_gcp.config.register import register_schemas
 from lgm_gcp.config.validate import ConfigError, field_names, validate

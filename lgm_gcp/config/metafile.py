@@ -30,8 +30,8 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
 from omegaconf import OmegaConf
 
-from lgm_gcp.config.groups import GROUPS
 from lgm_gcp.config.validate import ConfigError
+from lgm_gcp.options.groups import GROUPS
 
 ROW_KEYS = ("preset", "choices", "parts", "model", "parameters", "published", "results", "released", "protocol")
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import yaml
 from hydra.core.config_store import ConfigStore
 
-from lgm_gcp.config.derive import schema_of
-from lgm_gcp.config.groups import CALL_SITE, PARTIAL, TARGET_GROUPS
-from lgm_gcp.config.instantiate import locate
 from lgm_gcp.config.metafile import register_presets
 from lgm_gcp.config.resolvers import register_resolvers
 from lgm_gcp.config.schema import HAND_SCHEMAS, RootConfig
 from lgm_gcp.errors import ConfigError
+from lgm_gcp.options.derive import schema_of
+from lgm_gcp.options.groups import CALL_SITE, PARTIAL, TARGET_GROUPS
+from lgm_gcp.options.instantiate import locate
 
 SCHEMA_GROUPS = TARGET_GROUPS + ("logger",)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from lgm_gcp.config.groups import NON_GROUP_FOLDERS
 from lgm_gcp.config.metafile import with_generated
+from lgm_gcp.options.groups import NON_GROUP_FOLDERS
 from lgm_gcp.schedules.policies import family_of, lookup
 
 _UNIQUE: dict = {}

@@ -16,10 +16,10 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from lgm_gcp.config.fields import COUNT, DROP_RATE, NONNEG, POSITIVE, PROBABILITY, Range
+from lgm_gcp.options.fields import COUNT, DROP_RATE, NONNEG, POSITIVE, PROBABILITY, Range
 
 # ----------------------------------------------------------------------------------- value ranges
-# (the ranges are config/fields.py's, which the option classes' signatures use too)
+# (the ranges are options/fields.py's, which the option classes' signatures use too)
 
 
 def _ranged(default: Any, rng: Range) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -28,25 +28,3 @@ class TrainingData(Protocol):
                      **split: str) -> Iterator: ...
 
     def num_test_batches(self, batch_size: int, world_size: int = 1, **split: str) -> int: ...
-
-
-def check_dataset(dataset_cfg: Mapping[str, Any]) -> None:
-    """Before workers are spawned: raise a one-line ``DatasetError`` if the dataset's files are not
-    there. Image-folder trees get a cheap look (the folders exist and hold images); file lists (Places365's,
-    the fine-grained benchmarks') are read and their first image looked for; in-memory datasets (at most
-    CIFAR's size) are read once."""
-    if str(dataset_cfg["_target_"]).endswith("ImageFolderData"):
-        from lgm_gcp.data.folder import check_folders, split_samples
-
-        layout = dataset_cfg.get("layout", "folders")
-        for split in ("train", "val"):
-            if layout != "folders":
-                split_samples(dataset_cfg["name"], dataset_cfg["root"], split, dataset_cfg[f"{split}_dir"], layout,
-                              dataset_cfg.get("small", True), dataset_cfg["num_classes"],
-                              dataset_cfg.get("level", "variant"))
-            else:
-                check_folders(dataset_cfg["name"], dataset_cfg["root"], dataset_cfg[f"{split}_dir"])
-    else:
-        from lgm_gcp.config.instantiate import instantiate
-
-        instantiate(dataset_cfg, num_workers=0)

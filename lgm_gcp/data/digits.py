@@ -11,8 +11,8 @@ from typing import Annotated
 import numpy as np
 import torch
 
-from lgm_gcp.config.fields import Index, Range
 from lgm_gcp.data.in_memory import InMemoryData
+from lgm_gcp.options.fields import Index, Range
 
 
 class Digits(InMemoryData):

@@ -25,13 +25,13 @@ import logging
 from pathlib import Path
 from typing import Annotated, Iterator, List, Literal, Optional, Sequence, Union
 
-from lgm_gcp.config.fields import RESUMABLE, Count, NonNeg
 from lgm_gcp.data.files import DatasetError
 from lgm_gcp.data.fine_grained import SPLITS, crop_boxes, fine_grained_samples
 from lgm_gcp.data.images import ImageSamples, eval_transform, train_transform
 from lgm_gcp.data.in_memory import epoch_step_count
 from lgm_gcp.data.loader import GlobalBatchSampler, KeptLoader, ShardSampler, resolve_num_workers
 from lgm_gcp.errors import ConfigError
+from lgm_gcp.options.fields import RESUMABLE, Count, NonNeg
 
 log = logging.getLogger("lgm_gcp")
 

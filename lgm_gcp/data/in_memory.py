@@ -17,8 +17,8 @@ from typing import Annotated, Iterator, Literal, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from lgm_gcp.config.fields import DROP_RATE, RESUMABLE, Count, Index
 from lgm_gcp.errors import ConfigError, DatasetError
+from lgm_gcp.options.fields import DROP_RATE, RESUMABLE, Count, Index
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 

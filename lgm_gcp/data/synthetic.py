@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from lgm_gcp.config.fields import Count
 from lgm_gcp.data.in_memory import InMemoryData
+from lgm_gcp.options.fields import Count
 
 
 class Synthetic(InMemoryData):

@@ -26,11 +26,11 @@ from torch.multiprocessing.spawn import ProcessException, ProcessRaisedException
 
 from lgm_gcp import errors
 from lgm_gcp.assemble import check_network
-from lgm_gcp.config.groups import TARGET_GROUPS
-from lgm_gcp.config.instantiate import locate
 from lgm_gcp.engine.signals import end_preempted, preemption_signals
 from lgm_gcp.engine.train import run
 from lgm_gcp.errors import ConfigError, UserError
+from lgm_gcp.options.groups import TARGET_GROUPS
+from lgm_gcp.options.instantiate import locate
 
 
 def resolve_devices(devices: Any, accelerator: str) -> int:
@@ -65,7 +65,7 @@ def check_before_spawning(cfg: Mapping[str, Any], world_size: int) -> None:
     if batch % world_size:
         raise ConfigError(f"trainer.batch_size={batch} must be divisible by the {world_size} processes "
                           f"(trainer.devices={world_size}); e.g. trainer.batch_size={batch // world_size * world_size}")
-    from lgm_gcp.data import check_dataset
+    from lgm_gcp.data.check import check_dataset
 
     check_dataset(cfg["dataset"])
     check_network(cfg)

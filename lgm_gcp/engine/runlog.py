@@ -27,8 +27,8 @@ from typing import Any, Iterable, Mapping
 
 from tqdm.auto import tqdm
 
-from lgm_gcp.loggers import call_each
 from lgm_gcp.loggers.base import Tracker, write_atomic
+from lgm_gcp.loggers.trackers import call_each
 
 
 def write_json(path: Path, payload: Any) -> None:

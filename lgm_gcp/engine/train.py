@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from lgm_gcp.assemble import build_network
-from lgm_gcp.config.instantiate import instantiate
+from lgm_gcp.options.instantiate import instantiate
 from lgm_gcp.config.schema import EvalConfig, TrainerConfig
 from lgm_gcp.data import TrainingData
 from lgm_gcp.engine import checkpoint, distributed
@@ -36,7 +36,7 @@ from lgm_gcp.engine.runlog import RunLogger, progress
 from lgm_gcp.engine.signals import Preemption
 from lgm_gcp.engine.state import EPOCH_SUMS, EVAL_SUMS, Sums, TrainState
 from lgm_gcp.errors import CheckpointError, NonFiniteError
-from lgm_gcp.loggers import start_trackers
+from lgm_gcp.loggers.trackers import start_trackers
 from lgm_gcp.optim import set_lr
 
 log = logging.getLogger("lgm_gcp")

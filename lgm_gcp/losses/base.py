@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgm_gcp.config.fields import RECIPE
+from lgm_gcp.options.fields import RECIPE
 
 # the classifier's init: default (PyTorch's) or normal (N(0, 0.01), zero bias); auto: the backbone's recipe
 ClassifierInit = Annotated[Literal["default", "normal"], RECIPE]

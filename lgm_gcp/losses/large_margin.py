@@ -25,10 +25,10 @@ from typing import Annotated, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from lgm_gcp.config.fields import NONNEG, NonNeg, Probability
 from lgm_gcp.errors import ConfigError
 from lgm_gcp.losses.base import ClassifierInit, softmax_and_logsumexp
 from lgm_gcp.losses.softmax import SoftmaxLoss
+from lgm_gcp.options.fields import NONNEG, NonNeg, Probability
 
 
 def large_margin_regularizer(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgm_gcp.config.fields import NonNeg, Positive
 from lgm_gcp.losses.base import softmax_and_logsumexp
+from lgm_gcp.options.fields import NonNeg, Positive
 from lgm_gcp.schedules.margin import MarginSchedule
 
 FORMS = ("half", "full", "paper")

@@ -7,9 +7,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from lgm_gcp.config.fields import Probability
 from lgm_gcp.errors import ConfigError
 from lgm_gcp.losses.base import ClassifierInit, LinearCriterion
+from lgm_gcp.options.fields import Probability
 
 
 class SoftmaxLoss(LinearCriterion):

@@ -10,8 +10,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from lgm_gcp.config.derive import recipe_defaults
-from lgm_gcp.config.instantiate import instantiate, locate
+from lgm_gcp.options.derive import recipe_defaults
+from lgm_gcp.options.instantiate import instantiate, locate
 from lgm_gcp.errors import ConfigError
 from lgm_gcp.models.network import Network
 

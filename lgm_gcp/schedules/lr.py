@@ -14,7 +14,7 @@ import bisect
 import math
 from typing import Annotated, Optional, Sequence
 
-from lgm_gcp.config.fields import COUNT, POSITIVE, RESUMABLE, Count, NonNeg, Positive, Probability
+from lgm_gcp.options.fields import COUNT, POSITIVE, RESUMABLE, Count, NonNeg, Positive, Probability
 from lgm_gcp.errors import ConfigError
 
 Epochs = Annotated[int, COUNT, RESUMABLE]  # the schedule's length; a resumed run may extend it

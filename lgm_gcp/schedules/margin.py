@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from lgm_gcp.config.fields import Count, NonNeg
+from lgm_gcp.options.fields import Count, NonNeg
 
 Policy = Literal["CONSTANT", "STEPUP", "ADDUP"]
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from typing import Annotated, Optional
 
-from lgm_gcp.config.fields import COUNT, NONNEG, NonNeg, Positive, Probability
 from lgm_gcp.errors import ConfigError
+from lgm_gcp.options.fields import COUNT, NONNEG, NonNeg, Positive, Probability
 from lgm_gcp.schedules import lr
 
 _SHUFFLE = {"base_lr": 0.5, "batch_size": 1024, "weight_decay": 4e-5, "per_iteration": True}

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgm_gcp.config.fields import Count
+from lgm_gcp.options.fields import Count
 
 
 def conv_bn_relu(cin: int, cout: int, padding: int = 1, bn_momentum: float = 0.1) -> list:

@@ -35,9 +35,9 @@ from typing import Annotated, Any, Mapping
 import torch
 from torch import nn
 
-from lgm_gcp.config.fields import Range
 from lgm_gcp.errors import ConfigError
 from lgm_gcp.models.backbones.torchvision_nets import WeightsFile, adapt_input_conv
+from lgm_gcp.options.fields import Range
 
 CLOSE_MATCHES = 5
 

@@ -24,8 +24,8 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from lgm_gcp.config.fields import BY_HEAD, Range
 from lgm_gcp.errors import ConfigError
+from lgm_gcp.options.fields import BY_HEAD, Range
 
 # 1 removes the last downsampling; auto (the config's default): what the head prefers (1 under GCP and 3G)
 LastStride = Annotated[int, Range(1, 2), BY_HEAD]

@@ -7,9 +7,9 @@ from typing import Annotated, Literal, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from lgm_gcp.config.fields import COUNT, DROP_RATE, RECIPE
+from lgm_gcp.options.fields import COUNT, DROP_RATE, RECIPE
 
-# the parameters every head takes, as its signature writes them (lgm_gcp/config/fields.py): RECIPE ones
+# the parameters every head takes, as its signature writes them (lgm_gcp/options/fields.py): RECIPE ones
 # default to `auto` in a config, the backbone's recipe (its classifier stem), else the value given here
 DropRate = Annotated[float, DROP_RATE, RECIPE]
 MLPWidths = Annotated[Sequence[int], RECIPE]  # hidden widths after pooling (the VGG recipes)

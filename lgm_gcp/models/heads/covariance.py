@@ -40,11 +40,11 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from lgm_gcp.config.fields import Count
 from lgm_gcp.errors import ConfigError
 from lgm_gcp.models.heads.base import Activation, Bottleneck, DropRate, MLPNorm, MLPWidths, PoolingHead, ReduceInit
 from lgm_gcp.models.heads.eigen import safe_eigh
 from lgm_gcp.models.heads.gram import gram_isqrt
+from lgm_gcp.options.fields import Count
 
 # head.vec_order: the (row, col) indices of the triangle kept. row: the upper triangle row by row
 # (iSQRT-COV); col: the lower one row by row, of a symmetric matrix the upper one column by column (3G-Net)

@@ -30,10 +30,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lgm_gcp.config.fields import Count, Index, NonNeg
 from lgm_gcp.errors import ConfigError
 from lgm_gcp.models.heads.base import Activation, Bottleneck, DropRate, MLPNorm, MLPWidths, PoolingHead, ReduceInit
 from lgm_gcp.models.heads.covariance import Algorithm, CovarianceSqrt, Sqrt, VecOrder, reduction_block
+from lgm_gcp.options.fields import Count, Index, NonNeg
 
 
 def _conv_bn(cin: int, cout: int, bn: bool = True) -> nn.Sequential:

@@ -1,13 +1,13 @@
 """An option's schema, derived from the signature of the class (or function) its YAML names in ``_target_``.
 
 The signature is the one place an option's parameters are written: their Python types, their defaults, and
-the ``Literal`` choices, ``Range``s and markers of ``lgm_gcp.config.fields``. ``schema_of`` turns it into the
+the ``Literal`` choices, ``Range``s and markers of ``lgm_gcp.options.fields``. ``schema_of`` turns it into the
 dataclass Hydra merges each YAML onto, so a typo'd key or a wrong type fails while composing, and
 ``validate`` checks the ranges and choices it carries in its fields' metadata. A class whose ``__init__``
 takes ``**kwargs`` passes them to its base, whose parameters join (timm's and torchvision's habit).
 
 Parameters the builder passes at the call site (``in_channels`` of a head, ``num_classes`` of a loss,
-``model`` of an optimizer) are no config fields: ``lgm_gcp.config.groups.CALL_SITE`` names them per group.
+``model`` of an optimizer) are no config fields: ``lgm_gcp.options.groups.CALL_SITE`` names them per group.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Union
 
 from omegaconf import MISSING
 
-from lgm_gcp.config.fields import BY_HEAD, RECIPE, RESUMABLE, Range
+from lgm_gcp.options.fields import BY_HEAD, RECIPE, RESUMABLE, Range
 
 _SCALARS = (int, float, bool, str)
 
@@ -142,6 +142,14 @@ def schema_of(target: Callable, call_site: Sequence[str] = (), partial: bool = F
 
 def recipe_defaults(target: Callable) -> Dict[str, Any]:
     """The ``RECIPE`` parameters of ``target`` and their signature defaults: what ``auto`` means where
-    the backbone's recipe says nothing."""
+    the recipe says nothing."""
     return {name: p.default for name, (p, annotation) in signature_parameters(target).items()
             if RECIPE in _unwrap(annotation)[1]}
+
+
+def resolve_auto(cfg: Mapping[str, Any], recipe: Mapping[str, Any], target: Callable) -> dict:
+    """``cfg`` with each ``RECIPE`` field that says ``auto`` set from ``recipe`` (the backbone's for a head
+    or loss, the optimizer's for an LR schedule), else from ``target``'s signature default."""
+    plain = recipe_defaults(target)
+    return {key: recipe.get(key, plain[key]) if value == "auto" and key in plain else value
+            for key, value in cfg.items()}

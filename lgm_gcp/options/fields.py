@@ -1,16 +1,17 @@
 """What an option's signature says about each parameter, beyond its Python type: the bottom of the config
 layer, imported by the option classes themselves (heads, losses, schedules, optimizers, trackers).
 
-A parameter is written once, in the class signature, and ``lgm_gcp.config.derive`` turns the signature
+A parameter is written once, in the class signature, and ``lgm_gcp.options.derive`` turns the signature
 into the option's schema::
 
     def __init__(self, in_channels: int, dim: Count = 256, sqrt: Literal["newton_schulz", "eigh"] = ...,
                  dropout: Annotated[float, Range(0, 1, high_open=True), RECIPE] = 0.0): ...
 
 ``Literal`` gives the valid strings, a ``Range`` the valid numbers (both checked at start-up, with one line
-naming the key), ``RECIPE`` lets the backbone's recipe decide (the config default becomes ``auto``; the
-signature's default is what ``auto`` means when the backbone has no recipe for it), ``BY_HEAD`` lets the
-head decide (``auto`` too), and ``RESUMABLE`` marks a parameter a resumed run may change.
+naming the key), ``RECIPE`` lets a recipe decide (the backbone's for heads and losses, the optimizer's for
+LR schedules; the config default becomes ``auto``, and the signature's default is what ``auto`` means
+without a recipe for it), ``BY_HEAD`` lets the head decide (``auto`` too), and ``RESUMABLE`` marks a
+parameter a resumed run may change.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class Marker:
     name: str
 
 
-RECIPE = Marker("recipe")  # config default `auto`: the backbone's recipe decides (lgm_gcp/models/build.py)
+# config default `auto`: a recipe decides, the backbone's for a head or loss (lgm_gcp/models/build.py), the
+# optimizer's for an LR schedule (lgm_gcp/optim.py: schedule_recipe)
+RECIPE = Marker("recipe")
 BY_HEAD = Marker("head")  # config default `auto`: the head's preference decides (backbone.last_stride)
 RESUMABLE = Marker("resumable")  # a resumed run may change it (lgm_gcp/engine/checkpoint.py)
 

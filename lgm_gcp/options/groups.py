@@ -8,7 +8,7 @@ GROUPS = TARGET_GROUPS + ("logger", "experiment")
 # folders of conf/ that are not config groups
 NON_GROUP_FOLDERS = ("hydra", "table", "metafile", "__pycache__")
 # the parameters the builder passes when it calls an option (derived from the backbone and the dataset, or
-# the model itself): no config field (lgm_gcp/config/derive.py)
+# the model itself): no config field (lgm_gcp/options/derive.py)
 CALL_SITE = {"dataset": ("ten_crop", "mirror", "num_workers", "prefetch_factor"), "backbone": ("in_channels",),
              "head": ("in_channels",), "loss": ("in_features", "num_classes"), "optimizer": ("model", "lr")}
 # groups whose option is instantiated as a partial and called with the call-site arguments later

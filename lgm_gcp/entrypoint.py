@@ -21,14 +21,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lgm_gcp.assemble import check_network
-from lgm_gcp.config import ConfigError, register_schemas, validate
 from lgm_gcp.config.compose import compose, compose_with_choices, resolved_sweep_dir, sweep_safe
+from lgm_gcp.config.register import register_schemas
 from lgm_gcp.config.resolvers import unique_dir
+from lgm_gcp.config.validate import validate
 from lgm_gcp.engine import distributed, slurm
 from lgm_gcp.engine.launch import launch, setup_worker_logging
 from lgm_gcp.engine.runlock import check_run_dir
 from lgm_gcp.engine.sweep import SWEEP_DIRS, record_job, summary
-from lgm_gcp.errors import UserError, fail
+from lgm_gcp.errors import ConfigError, UserError, fail
 
 log = logging.getLogger("lgm_gcp")
 register_schemas()

@@ -1,0 +1,128 @@
+"""Every module imports on its own and every console script starts: nothing may depend on another module having
+been imported first (issue 39: ``lgm-gcp-plot-lr --help`` and ``import lgm_gcp.schedules.policies`` once died
+on a circular import that the suite missed, because the suite always imported the config first).
+
+The fast tier forks one child per module (or script) from a parent that has loaded only third-party packages, so
+each child starts with no lgm_gcp module loaded, as a fresh interpreter would, without paying torch's import a
+hundred times. The slow tier runs each installed console script as its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+MODULES = sorted(
+    ".".join(p.relative_to(ROOT).with_suffix("").parts[:-1] if p.name == "__init__.py" else
+             p.relative_to(ROOT).with_suffix("").parts)
+    for p in [*(ROOT / "lgm_gcp").rglob("*.py"), *(ROOT / "hydra_plugins").rglob("*.py")])
+
+# Runs in a fresh interpreter: loads the third-party packages named in argv[2] only, then forks a child per
+# job of argv[1], two at a time. A job is ["import", module] or ["script", "module:function", name]; the
+# children's exit statuses, stdouts and the last lines of their stderr come back as one JSON list.
+FORKING_RUNNER = r"""
+import importlib, json, os, sys, tempfile, traceback
+for heavy in json.loads(sys.argv[2]):
+    try:
+        importlib.import_module(heavy)
+    except ImportError:
+        pass
+assert not [m for m in sys.modules if m.split(".")[0] in ("lgm_gcp", "hydra_plugins.lgm_gcp_slurm")]
+
+
+def child(job):
+    try:
+        if job[0] == "import":
+            importlib.import_module(job[1])
+        else:
+            module, function = job[1].split(":")
+            sys.argv = [job[2], "--help"]
+            getattr(importlib.import_module(module), function)()
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+jobs, running, results = json.loads(sys.argv[1]), {}, []
+while jobs or running:
+    if jobs and len(running) < 2:
+        job, out, err = jobs.pop(0), tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        pid = os.fork()
+        if pid == 0:
+            os.dup2(out.fileno(), 1)
+            os.dup2(err.fileno(), 2)
+            status = child(job)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+        running[pid] = (job, out, err)
+        continue
+    pid, wait_status = os.wait()
+    job, out, err = running.pop(pid)
+    out.seek(0)
+    err.seek(0)
+    stderr = err.read().decode(errors="replace").strip().splitlines()
+    results.append([job, os.waitstatus_to_exitcode(wait_status), out.read().decode(errors="replace"),
+                    stderr[-1] if stderr else ""])
+print(json.dumps(results))
+"""
+THIRD_PARTY = ["torch", "torchvision", "numpy", "hydra", "omegaconf", "yaml", "matplotlib.pyplot", "tqdm",
+               "sklearn.datasets", "torch.utils.tensorboard", "timm"]
+
+
+def run_forked(jobs: list, preload=THIRD_PARTY, path: str = "") -> list:
+    prefix = f"import sys; sys.path.insert(0, {path!r})\n" if path else ""
+    done = subprocess.run([sys.executable, "-c", prefix + FORKING_RUNNER, json.dumps(jobs), json.dumps(preload)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_every_module_imports_first_in_a_fresh_process():
+    failed = {job[1]: last for job, status, _, last in run_forked([["import", m] for m in MODULES]) if status != 0}
+    assert failed == {}
+
+
+def test_every_console_script_prints_its_usage():
+    results = run_forked([["script", target, name] for name, target in SCRIPTS.items()])
+    failed = {job[2]: (status, last) for job, status, _, last in results if status != 0}
+    assert failed == {}
+    no_usage = [job[2] for job, _, stdout, _ in results if "usage" not in stdout.lower()]
+    assert no_usage == []
+
+
+def test_a_circular_import_is_caught(tmp_path):
+    """The runner itself: a module that can only be imported after another one fails in its child."""
+    (tmp_path / "circ").mkdir()
+    (tmp_path / "circ" / "__init__.py").write_text("from circ.top import T\n")
+    (tmp_path / "circ" / "top.py").write_text("from circ.low import L\nT = 1\n")
+    (tmp_path / "circ" / "low.py").write_text("from circ.top import T\nL = 2\n")
+    results = {job[1]: (status, last) for job, status, _, last in
+               run_forked([["import", "circ.low"], ["import", "json"]], preload=[], path=str(tmp_path))}
+    (circ_status, last), (json_status, _) = results["circ.low"], results["json"]
+    assert (circ_status, json_status) == (1, 0)
+    assert "partially initialized module" in last
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_installed_console_script_help_in_its_own_process(name):
+    path = shutil.which(name) or pytest.skip(f"{name} is not installed on PATH")
+    done = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage" in done.stdout.lower()
