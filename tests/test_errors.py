@@ -127,6 +127,13 @@ def test_unknown_string_values_are_refused_in_one_line(overrides, capfd, monkeyp
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.parametrize("key, home", [("optimizer.lr", "lr_policy.base_lr"), ("trainer.epochs", "trainer.max_epochs")])
+def test_a_key_kept_elsewhere_is_refused_naming_where(key, home, capfd, monkeypatch, tmp_path):
+    """Where timm, torch or Lightning users look first: the line says where this config keeps it."""
+    status, lines = call(train_cli(), ["optimizer=adamw", f"{key}=7"], capfd, monkeypatch, tmp_path)
+    assert_one_line(status, lines, 2, f"unknown key '{key}'", f"set {home}=7")
+
+
 @pytest.mark.parametrize("value", ["four", "Auto"])
 def test_a_word_other_than_auto_for_a_count_is_refused_in_one_line(value, capfd, monkeypatch, tmp_path):
     status, lines = call(train_cli(), [f"trainer.num_workers={value}"], capfd, monkeypatch, tmp_path)

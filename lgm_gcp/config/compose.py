@@ -20,10 +20,10 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from lgm_gcp.options.groups import GROUPS
 from lgm_gcp.config.metafile import SEARCH_PATH, with_generated
 from lgm_gcp.config.register import register_schemas
 from lgm_gcp.config.validate import ConfigError, field_names, validate
+from lgm_gcp.options.groups import GROUPS
 
 CONFIG_MODULE = "lgm_gcp.conf"
 
@@ -72,6 +72,18 @@ def _yaml_line(exc: yaml.YAMLError) -> str:
     return f"{where}: {problem} (configs are plain YAML: no tags that build Python objects)"
 
 
+# keys users type where timm, torch or Lightning keep them, and where this config keeps them
+KEYS_ELSEWHERE = {
+    "optimizer.lr": ("lr_policy.base_lr", "the LR is the schedule's, at every step (the optimizer's recipe "
+                     "sets it where the config says auto)"),
+    "optimizer.warmup_epochs": ("lr_policy.warmup_epochs", "the warm-up is the schedule's"),
+    "optimizer.min_lr": ("lr_policy.min_lr", "the final LR is the schedule's"),
+    "trainer.lr": ("lr_policy.base_lr", "the LR is the schedule's"),
+    "trainer.epochs": ("trainer.max_epochs", "the trainer's length is max_epochs"),
+    "trainer.weight_decay": ("optimizer.weight_decay", "the weight decay is the optimizer's"),
+}
+
+
 def _one_line(exc: Exception, overrides: Sequence[str] = ()) -> str:
     chain = [exc]  # Hydra chains a preset's composition error as the context, not the cause
     while (chain[-1].__cause__ or chain[-1].__context__) is not None:
@@ -91,6 +103,10 @@ def _one_line(exc: Exception, overrides: Sequence[str] = ()) -> str:
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
         object_type = getattr(cause, "object_type", None)
         key = cause.full_key
+        if key in KEYS_ELSEWHERE:
+            home, why = KEYS_ELSEWHERE[key]
+            value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=", 1)[0] == key), "VALUE")
+            return f"unknown key '{key}': {why}; set {home}={value}"
         if object_type is not None and dataclasses.is_dataclass(object_type):
             return f"unknown key '{key}' for {object_type.__name__}; valid keys: {', '.join(field_names(object_type))}"
         if object_type is dict and "." in key:  # a key new to a mapping field such as backbone.kwargs

@@ -37,7 +37,7 @@ from lgm_gcp.engine.signals import Preemption
 from lgm_gcp.engine.state import EPOCH_SUMS, EVAL_SUMS, Sums, TrainState
 from lgm_gcp.errors import CheckpointError, NonFiniteError
 from lgm_gcp.loggers.trackers import start_trackers
-from lgm_gcp.optim import set_lr
+from lgm_gcp.optim import build_schedule, set_lr
 
 log = logging.getLogger("lgm_gcp")
 AMP_DTYPES = {False: None, "bf16": torch.bfloat16, "fp16": torch.float16}  # trainer.amp's choices
@@ -90,7 +90,7 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, overrides=None, choices=Non
             model = model.to(env.device)
             if tcfg.channels_last:
                 model = model.to(memory_format=torch.channels_last)
-            schedule = instantiate(cfg["lr_policy"])
+            schedule = build_schedule(cfg["lr_policy"], cfg["optimizer"])
             optimizer = instantiate(cfg["optimizer"])(model, lr=schedule.base_lr)
             scaler = torch.amp.GradScaler(env.device.type) if tcfg.amp == "fp16" else None
             ema = ModelEma(model, tcfg.ema_decay) if tcfg.ema_decay else None

@@ -10,16 +10,14 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from lgm_gcp.options.derive import recipe_defaults
-from lgm_gcp.options.instantiate import instantiate, locate
 from lgm_gcp.errors import ConfigError
 from lgm_gcp.models.network import Network
+from lgm_gcp.options.derive import resolve_auto
+from lgm_gcp.options.instantiate import instantiate, locate
 
 
 def _resolve_auto(cfg: Mapping[str, Any], recipe: Mapping[str, Any], group: str) -> dict:
-    plain = recipe_defaults(locate(cfg["_target_"], group))
-    return {key: recipe.get(key, plain[key]) if value == "auto" and key in plain else value
-            for key, value in cfg.items()}
+    return resolve_auto(cfg, recipe, locate(cfg["_target_"], group))
 
 
 def build_backbone(backbone_cfg: Mapping[str, Any], head_cfg: Mapping[str, Any], in_channels: int,

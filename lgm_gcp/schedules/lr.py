@@ -14,17 +14,23 @@ import bisect
 import math
 from typing import Annotated, Optional, Sequence
 
-from lgm_gcp.options.fields import COUNT, POSITIVE, RESUMABLE, Count, NonNeg, Positive, Probability
 from lgm_gcp.errors import ConfigError
+from lgm_gcp.options.fields import COUNT, NONNEG, POSITIVE, PROBABILITY, RECIPE, RESUMABLE, Count, NonNeg, Positive
 
 Epochs = Annotated[int, COUNT, RESUMABLE]  # the schedule's length; a resumed run may extend it
+# `auto` in a config: the optimizer's recipe decides (lgm_gcp/optim.py, schedule_recipe), else these defaults
+BaseLR = Annotated[float, POSITIVE, RECIPE]
+WarmupEpochs = Annotated[float, NONNEG, RECIPE]
+WarmupStart = Annotated[float, PROBABILITY, RECIPE]
 
 
 class LRSchedule(abc.ABC):
-    """``warmup_start``: the fraction of base_lr at step 0 of the warmup."""
+    """``warmup_start``: the fraction of base_lr at step 0 of the warmup. ``base_lr``, ``warmup_epochs``,
+    ``warmup_start`` (and the cosine's ``min_lr``) say ``auto`` by default: the optimizer's recipe sets them
+    (SGD: 0.1 and no warm-up; AdamW: 1e-3, a short warm-up, cosine to 1e-5), a value set in the config wins."""
 
-    def __init__(self, base_lr: Positive = 0.1, *, epochs: Epochs, per_iteration: bool = False,
-                 warmup_epochs: NonNeg = 0.0, warmup_start: Probability = 0.0):
+    def __init__(self, base_lr: BaseLR = 0.1, *, epochs: Epochs, per_iteration: bool = False,
+                 warmup_epochs: WarmupEpochs = 0.0, warmup_start: WarmupStart = 0.0):
         self.base_lr, self.epochs, self.per_iteration = float(base_lr), int(epochs), per_iteration
         self.warmup_epochs, self.warmup_start = float(warmup_epochs), float(warmup_start)
 
@@ -53,7 +59,7 @@ class Constant(LRSchedule):
 class Cosine(LRSchedule):
     """lr(e) = min_lr + (base_lr - min_lr) * (1 + cos(pi e / epochs)) / 2."""
 
-    def __init__(self, min_lr: NonNeg = 0.0, **kw):
+    def __init__(self, min_lr: Annotated[float, NONNEG, RECIPE] = 0.0, **kw):
         super().__init__(**kw)
         self.min_lr = min_lr
 
