@@ -75,8 +75,8 @@ def test_ema_is_evaluated_separately_and_resumed_exactly(tmp_path):
 
 
 def test_gradient_clipping_bounds_the_update(tmp_path):
-    from lgm_gcp.options.instantiate import instantiate
     from lgm_gcp.models.build import build_model
+    from lgm_gcp.options.instantiate import instantiate
 
     cfg = resolved(*BASE, "trainer.max_epochs=1", "trainer.max_steps=1", "trainer.grad_clip=1e-9",
                    "optimizer.weight_decay=0")
@@ -105,6 +105,42 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog
     summary = run(resolved(*BASE, "trainer.max_epochs=3"), tmp_path)
     assert summary["status"] == "finished" and [r["epoch"] for r in summary["epochs"]] == [0, 1, 2]
     assert "corrupt or truncated" in caplog.text and "last-prev.pt" in caplog.text
+
+
+TIMING = {"train_time_s", "images_per_s"}  # the only fields of an epoch record a rerun may change
+
+
+def without_timing(records):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL inside the process: nothing catches it, nothing is written after it."""
+
+
+def test_a_kill_after_an_epochs_last_step_and_before_its_record_reruns_to_the_same_record(tmp_path, monkeypatch):
+    """The checkpoint of the epoch's last step is written (checkpoint_every), its record is not: the rerun has
+    no step of that epoch left to take, yet its record must hold the last step's lr and L-GM logs (alpha,
+    likelihood), as the uninterrupted run's does (it once recorded the schedule's value one step later: lr 0.0
+    at a run's end)."""
+    from lgm_gcp.engine import train
+
+    cfg = [*BASE, "loss=lgm", "trainer.checkpoint_every=1"]
+    straight = run(resolved(*cfg), tmp_path / "straight")
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    real_evaluate = train.evaluate
+    monkeypatch.setattr(train, "evaluate", killed)  # the first evaluation follows epoch 0's last step
+    with pytest.raises(Killed):
+        run(resolved(*cfg), tmp_path / "killed")
+    ckpt = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 0 and ckpt["step"] == ckpt["step_in_epoch"] > 0 and ckpt["history"] == []
+    monkeypatch.setattr(train, "evaluate", real_evaluate)
+    resumed = run(resolved(*cfg), tmp_path / "killed")
+    assert {"alpha", "likelihood"} <= straight["epochs"][0].keys()
+    assert without_timing(resumed["epochs"]) == without_timing(straight["epochs"])
 
 
 # ------------------------------------------------------------------------------- real processes
@@ -138,12 +174,17 @@ def uninterrupted(tmp_path_factory):
     root = tmp_path_factory.mktemp("straight")
     proc = start(root / "run", root)
     assert wait_for(proc, "the uninterrupted run") == 0, proc.stderr.read()[-2000:]
-    return weights(root / "run")
+    return weights(root / "run"), records(root / "run")
+
+
+def records(run_dir):
+    return without_timing(json.loads((run_dir / "metrics.json").read_text())["epochs"])
 
 
 # kill steps drawn once from a seeded generator (6 epochs x 42 steps): the same on every run of the
-# suite, so a failure reproduces; each id names its step
-KILL_STEPS = sorted(random.Random(20261123).sample(range(4, 200), 2))
+# suite, so a failure reproduces; each id names its step. Step 84 is epoch 1's last (its checkpoint written,
+# its record not yet, when the kill lands in time).
+KILL_STEPS = sorted(random.Random(20261123).sample(range(4, 200), 2)) + [84]
 
 
 @pytest.mark.slow
@@ -157,8 +198,9 @@ def test_sigkill_at_a_drawn_step_then_rerun_is_bitwise_equal(tmp_path, uninterru
     assert killed_at >= target
     rerun = start(tmp_path / "run", tmp_path)
     assert wait_for(rerun, "the rerun after the kill") == 0, rerun.stderr.read()[-2000:]
-    resumed = weights(tmp_path / "run")
-    assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted), f"killed after step {killed_at}"
+    (straight, straight_records), resumed = uninterrupted, weights(tmp_path / "run")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight), f"killed after step {killed_at}"
+    assert records(tmp_path / "run") == straight_records, f"killed after step {killed_at}"
     assert not list((tmp_path / "run" / "checkpoints").glob(".*tmp*"))  # no half-written files left
 
 
@@ -173,8 +215,9 @@ def test_sigterm_checkpoints_and_exits_75_then_resumes(tmp_path, uninterrupted):
     rerun = start(tmp_path / "run", tmp_path)
     assert wait_for(rerun, "the rerun after the kill") == 0, rerun.stderr.read()[-2000:]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "finished"
-    resumed = weights(tmp_path / "run")
-    assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
+    (straight, straight_records), resumed = uninterrupted, weights(tmp_path / "run")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert records(tmp_path / "run") == straight_records
 
 
 def test_a_rank_that_died_of_a_broken_collective_is_not_reported_as_the_cause(tmp_path):

@@ -57,6 +57,9 @@ class TrainState:
     step_in_epoch: int = 0
     best: float | None = None  # the best validation (or test) top-1 so far
     epoch_sums: list | None = None  # EPOCH_SUMS of the epoch in progress, all-reduced, at a mid-epoch checkpoint
+    # the last step's LR and criterion logs (the L-GM margin ...) at a mid-epoch checkpoint: what the epoch's
+    # record reports, which a rerun that has no step of the epoch left to take cannot recompute
+    epoch_logs: dict | None = None
     landscape: list = field(default_factory=list)  # the landscape probe's records (trainer.landscape_every)
     # the epoch in progress, which no checkpoint holds as such: this rank's running sums (all-reduced into
     # epoch_sums at a mid-epoch checkpoint) and time.time() at its start, less what it ran before a resume
@@ -65,9 +68,9 @@ class TrainState:
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch, "best": self.best,
-                "epoch_sums": self.epoch_sums, "landscape": list(self.landscape)}
+                "epoch_sums": self.epoch_sums, "epoch_logs": self.epoch_logs, "landscape": list(self.landscape)}
 
     @classmethod
     def from_checkpoint(cls, payload: Mapping[str, Any]) -> TrainState:
         return cls(payload["epoch"], payload["step"], payload["step_in_epoch"], payload["best"],
-                   payload.get("epoch_sums"), list(payload.get("landscape", [])))
+                   payload.get("epoch_sums"), payload.get("epoch_logs"), list(payload.get("landscape", [])))

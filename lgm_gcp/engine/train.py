@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from lgm_gcp.assemble import build_network
-from lgm_gcp.options.instantiate import instantiate
 from lgm_gcp.config.schema import EvalConfig, TrainerConfig
 from lgm_gcp.data import TrainingData
 from lgm_gcp.engine import checkpoint, distributed
@@ -38,6 +37,7 @@ from lgm_gcp.engine.state import EPOCH_SUMS, EVAL_SUMS, Sums, TrainState
 from lgm_gcp.errors import CheckpointError, NonFiniteError
 from lgm_gcp.loggers.trackers import start_trackers
 from lgm_gcp.optim import build_schedule, set_lr
+from lgm_gcp.options.instantiate import instantiate
 
 log = logging.getLogger("lgm_gcp")
 AMP_DTYPES = {False: None, "bf16": torch.bfloat16, "fp16": torch.float16}  # trainer.amp's choices
@@ -219,7 +219,10 @@ def train_one_epoch(s: Session) -> dict:
     # its record equals an uninterrupted epoch's
     totals = Sums(EPOCH_SUMS, s.env.device, state.epoch_sums if skip and s.env.is_main else None)
     bad_images = len(s.data.skipped_images or [])
-    start, logs, lr = time.time() - totals["seconds"], {}, s.schedule(state.step, spe)
+    # the record's lr and criterion logs are its last step's: a resumed epoch starts from the checkpoint's
+    last = dict(state.epoch_logs or {}) if skip else {}
+    lr = last.pop("lr", s.schedule(max(state.step - 1, 0) if skip else state.step, spe))
+    start, logs = time.time() - totals["seconds"], last
     state.epoch_totals, state.epoch_start = totals, start
     batches = s.data.train_batches(tcfg.batch_size, seed=s.cfg["seed"], epoch=state.epoch, rank=s.env.rank,
                                    world_size=s.env.world_size, device=s.env.device, skip=skip)
@@ -239,6 +242,7 @@ def train_one_epoch(s: Session) -> dict:
         stepped = backward_and_step(s, loss * scale if scale != 1.0 else loss)
         state.step += 1
         state.step_in_epoch += 1
+        state.epoch_logs = {"lr": lr, **logs}
         with torch.no_grad():
             top1, top5 = topk_correct(logits.detach(), targets)
             n = targets.numel()
@@ -369,6 +373,10 @@ def save_checkpoint(s: Session) -> None:
     Mid-epoch, the epoch's running sums of every rank go in too (one all-reduce, every rank)."""
     state = s.state
     state.epoch_sums = None
+    if not state.step_in_epoch:
+        state.epoch_logs = None
+    elif state.epoch_logs:  # floats, not the criterion's tensors (one host sync per checkpoint)
+        state.epoch_logs = {k: float(v) for k, v in state.epoch_logs.items()}
     if state.epoch_totals is not None and state.step_in_epoch:
         state.epoch_totals.set("seconds", time.time() - state.epoch_start if s.env.is_main else 0.0)  # so far
         state.epoch_sums = state.epoch_totals.all_reduced().tolist()
