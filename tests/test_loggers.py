@@ -18,13 +18,18 @@ def epochs_of(run_dir):
 
 
 def test_mlflow_gets_params_metrics_status_and_checkpoint_and_a_resume_continues_its_run(tmp_path, monkeypatch):
+    """At its defaults, as a user without a server runs it: no URI, no MLflow variable; the store is
+    outputs/mlflow.db under the working directory (a file store or MLflow's own sqlite:///mlflow.db default
+    stopped mlflow-skinny 3 at start)."""
     mlflow = pytest.importorskip("mlflow")
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses its file store otherwise
-    uri = f"file:{tmp_path / 'mlruns'}"
-    tracker = ["logger=[csv,mlflow]", f"logger.mlflow.tracking_uri={uri}"]
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    tracker = ["logger=[csv,mlflow]"]
     run(resolved(*QUICK, *tracker, "trainer.max_epochs=1"), tmp_path / "run")
     run(resolved(*QUICK, *tracker), tmp_path / "run")  # resumed for its second epoch: the same MLflow run goes on
-    client = mlflow.tracking.MlflowClient(uri)
+    assert (tmp_path / "outputs" / "mlflow.db").is_file()
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     (found,) = client.search_runs([client.get_experiment_by_name("lgm-gcp").experiment_id])
     assert json.loads((tmp_path / "run" / "trackers.json").read_text()) == {"mlflow": found.info.run_id}
     assert found.info.status == "FINISHED" and found.info.run_name == "run"
@@ -63,10 +68,33 @@ def wandb_records(path):
             yield record
 
 
-def test_wandb_offline_gets_config_history_and_summary_and_a_resume_continues_its_run(tmp_path, monkeypatch):
+def no_wandb_login(monkeypatch, tmp_path):
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+
+
+def test_wandb_login_is_found_in_the_environment_or_netrc(tmp_path, monkeypatch):
+    from lgm_gcp.loggers.wandb_tracker import has_login
+
+    no_wandb_login(monkeypatch, tmp_path)
+    assert not has_login()
+    (tmp_path / "no-netrc").write_text("machine api.wandb.ai\n  login user\n  password 0123abcd\n")
+    assert has_login()
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")  # a self-hosted server: its own entry
+    assert not has_login()
+    monkeypatch.setenv("WANDB_API_KEY", "0123abcd")
+    assert has_login()
+
+
+def test_wandb_offline_gets_config_history_and_summary_and_a_resume_continues_its_run(tmp_path, monkeypatch,
+                                                                                     caplog):
+    """At its defaults without a login (mode auto): offline, with one line saying so; W&B's own default
+    online mode stopped such a run with 'No API key configured'."""
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    tracker = ["logger=[wandb]", "logger.wandb.mode=offline"]
+    no_wandb_login(monkeypatch, tmp_path)
+    tracker = ["logger=[wandb]"]
     run(resolved(*QUICK, *tracker, "trainer.max_epochs=1"), tmp_path / "run")
     run(resolved(*QUICK, *tracker), tmp_path / "run")
     run_id = json.loads((tmp_path / "run" / "trackers.json").read_text())["wandb"]
@@ -91,6 +119,7 @@ def test_wandb_offline_gets_config_history_and_summary_and_a_resume_continues_it
     assert [step for step, _ in logged] == [21, 42] and [v for _, v in logged] == pytest.approx(expected)
     assert summary["checkpoint"] == str(tmp_path / "run" / "checkpoints" / "last.pt")
     assert summary["status"] == "finished" and summary["final/test_top1"] == pytest.approx(expected[-1])
+    assert "no W&B login found" in caplog.text
 
 
 def test_the_default_trackers_are_tensorboard_and_metrics_csv(tmp_path):
