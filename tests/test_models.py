@@ -5,6 +5,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+from lgm_gcp.errors import ConfigError
 from lgm_gcp.models.build import build_model
 
 from conftest import conf_options, resolved
@@ -256,3 +257,26 @@ def test_every_torchvision_backbone_honours_or_refuses_cifar_stem(backbone):
             maps("backbone.cifar_stem=true")
     else:
         assert maps("backbone.cifar_stem=true") > maps()
+
+
+def test_an_imagenet_trunk_refuses_images_smaller_than_its_stride_naming_the_size():
+    """resnet18 strides by 32 (2 in the stem conv, 2 in its max-pool, 2 in each of three stages: 224 px give
+    a 7x7 map). Digits' 8 px still leave one position through the padding, but as one padded pixel to its last
+    stages (resnet18 ended the demo at 74.7 %, resnet50 at 7.6 %); 32 px are one whole position."""
+    from lgm_gcp.assemble import check_network
+
+    with pytest.raises(ConfigError, match="backbone resnet18 strides its input by 32, .* 8x8 .* at least 32x32: "
+                                          "set dataset.input_size=32"):
+        check_network(resolved("backbone=resnet18"))
+    check_network(resolved("backbone=resnet18", "dataset.input_size=32"))
+
+
+def test_flatten_refuses_a_map_smaller_than_its_grid():
+    """small_cnn leaves digits' 8 px a 2x2 map (stride 4); flatten's 7x7 grid would repeat each position about
+    12 times (it trained the demo to 16.4 %). 7 x 4 = 28 px make a 7x7 map; head.size=2 flattens the 2x2 one."""
+    from lgm_gcp.assemble import check_network
+
+    with pytest.raises(ConfigError, match=r"FlattenHead needs 49 \(to flatten a 7x7 grid .*head.size sets it\); "
+                                          "it takes images of at least 28x28"):
+        check_network(resolved("head=flatten"))
+    check_network(resolved("head=flatten", "head.size=2"))

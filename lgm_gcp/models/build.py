@@ -67,6 +67,13 @@ def map_positions(backbone: torch.nn.Module, in_channels: int, side: int) -> int
     compute); 0 where the strides leave nothing. A backbone that refuses the size (a ViT built for one
     image size) raises its AssertionError; None where the backbone cannot run on the meta device at all
     (data-dependent code, or a bug, which the run itself then meets with its traceback)."""
+    shape = map_shape(backbone, in_channels, side)
+    return shape if shape is None or isinstance(shape, int) else shape[0] * shape[1]
+
+
+def map_shape(backbone: torch.nn.Module, in_channels: int, side: int) -> tuple | int | None:
+    """(h, w) of the backbone's map for one side x side image on the meta device; 0 or None as
+    ``map_positions`` says."""
     training = backbone.training
     backbone.eval()  # BatchNorm in training refuses one value per channel
     try:
@@ -79,7 +86,20 @@ def map_positions(backbone: torch.nn.Module, in_channels: int, side: int) -> int
         return None
     finally:
         backbone.train(training)
-    return maps.shape[-2] * maps.shape[-1]
+    return tuple(maps.shape[-2:])
+
+
+STRIDE_PROBE_SIDE = 224  # the side the output stride is measured at (what ImageNet trunks are built for)
+
+
+def output_stride(backbone: torch.nn.Module, in_channels: int) -> int | None:
+    """How many pixels of the image one position of the map spans (32 for ResNets, ConvNeXt and VGG, 16
+    for a ViT-B/16, 4 for small_cnn), measured on a 224-pixel image; None where it cannot be."""
+    try:
+        shape = map_shape(backbone, in_channels, STRIDE_PROBE_SIDE)
+    except AssertionError:  # a transformer built for another image size
+        return None
+    return round(STRIDE_PROBE_SIDE / shape[1]) if isinstance(shape, tuple) and shape[1] else None
 
 
 def smallest_side(backbone: torch.nn.Module, in_channels: int, positions: int) -> int | None:
@@ -115,6 +135,11 @@ def check_map_size(model: Network, cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"{what} does not take {side}x{side} images ({str(e).splitlines()[0]}); "
                           "for a timm transformer set backbone.kwargs.img_size to the image size, or "
                           "backbone.kwargs.dynamic_img_size=true") from None
+    stride = output_stride(model.backbone, in_channels) if have else None
+    if stride and side < stride:  # the padding leaves a map, but the last stages stride over one position
+        raise ConfigError(f"{what} strides its input by {stride}, so its last stages see a {side}x{side} image as "
+                          f"one padded pixel; it takes images of at least {stride}x{stride}: set "
+                          f"dataset.input_size={stride} (or larger) to resize them, or choose another backbone")
     if have is None or have >= need:
         return
     smallest = smallest_side(model.backbone, in_channels, need)
@@ -122,5 +147,6 @@ def check_map_size(model: Network, cfg: Mapping[str, Any]) -> None:
     fix = (f"images of at least {smallest}x{smallest}: set dataset.input_size={smallest} (or larger) to resize "
            "them, or choose another backbone" if smallest else "no image size up to "
            f"{LARGEST_SIDE} does: choose another backbone")
-    raise ConfigError(f"{what} leaves {have} position(s) of a {side}x{side} image, and {head_name} needs {need}; "
-                      f"it takes {fix}")
+    why = getattr(head, "min_positions_why", None)
+    raise ConfigError(f"{what} leaves {have} position(s) of a {side}x{side} image, and {head_name} needs {need}"
+                      f"{f' ({why})' if why else ''}; it takes {fix}")
