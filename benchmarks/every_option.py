@@ -1,0 +1,101 @@
+"""Every option of every group, one at a time, on the embedded digits demo at its defaults: does it train to the
+demo's accuracy, or is it refused in one line? The table behind docs/benchmarks.md's "Every option alone".
+
+    python benchmarks/every_option.py [--groups optimizer lr_policy head loss logger backbone dataset]
+                                      [--epochs 30] [--out results.jsonl] [overrides ...]
+
+Each run is the CLI's: the composed config with the one override, the start-up checks ``lgm-gcp-train`` makes
+(``check_before_spawning``: the dataset's files, the network on the meta device), then ``run`` in a temporary
+folder (the working directory too, so MLflow's default store lands there). A backbone refused for the image
+size is run again at the size its line names (``dataset.input_size``), and the table says so. About an hour on
+2 CPU cores for every group; ``--groups`` runs part of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from lgm_gcp.config.compose import compose
+from lgm_gcp.engine.launch import check_before_spawning
+from lgm_gcp.engine.train import run
+from lgm_gcp.errors import UserError
+from lgm_gcp.markdown import markdown_header, markdown_row
+
+GOAL = 95.0  # the demo's accuracy (it ends near 99 %)
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ["optimizer", "lr_policy", "head", "loss", "logger", "backbone", "dataset"]
+EXTRA = {"backbone=timm": ["backbone.name=convnext_atto"]}  # an option that needs a value to name a model
+
+
+def options(group: str) -> list:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@contextlib.contextmanager
+def inside(folder: str):
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def attempt(overrides: list) -> dict:
+    """Compose, check as the CLI does, train; the refusal's line if any."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder, inside(folder):
+        try:
+            cfg = OmegaConf.to_container(compose(overrides), resolve=True)
+            check_before_spawning(cfg, 1)
+        except UserError as e:
+            return {"refused": str(e)}
+        summary = run(cfg, Path(folder) / "run")
+    top1 = [e["test_top1"] for e in summary["epochs"]]
+    return {"top1": top1, "epochs": len(top1), "seconds": time.perf_counter() - start}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--groups", nargs="+", default=GROUPS)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the demo's trainer.max_epochs")
+    parser.add_argument("--out", default=None, help="append one JSON line per option to this file")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    common = ["trainer.progress=false", *([f"trainer.max_epochs={args.epochs}"] if args.epochs else []),
+              *args.overrides]
+    print(markdown_header(["option", "overrides added", "epochs", "test top-1 (last)", f">= {GOAL:g} %", "s"]))
+    for group in args.groups:
+        for option in options(group):
+            choice = f"{group}={option}"
+            added = EXTRA.get(choice, [])
+            result = attempt([choice, *added, *common])
+            size = re.search(r"set dataset\.input_size=(\d+)", result.get("refused", ""))
+            if size and group == "backbone":  # trained at the size its refusal names
+                first = result["refused"]
+                added = [*added, f"dataset.input_size={size.group(1)}"]
+                result = {**attempt([choice, *added, *common]), "refused_at_defaults": first}
+            row = {"option": choice, "added": added, **result}
+            if "refused" in result:
+                cells = [choice, " ".join(added), "", f"refused: {result['refused']}", "", ""]
+            else:
+                last = result["top1"][-1]
+                cells = [choice, " ".join(added), result["epochs"], f"{last:.2f}", "yes" if last >= GOAL else "NO",
+                         f"{result['seconds']:.0f}"]
+            print(markdown_row(cells), flush=True)
+            if args.out:
+                with open(args.out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
