@@ -21,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lgm_gcp.assemble import check_network
-from lgm_gcp.config.compose import compose, compose_with_choices, resolved_sweep_dir, sweep_safe
+from lgm_gcp.config.compose import compose_for_start, compose_with_choices, sweep_safe
 from lgm_gcp.config.register import register_schemas
 from lgm_gcp.config.resolvers import unique_dir
 from lgm_gcp.config.validate import validate
@@ -70,20 +70,24 @@ def _parse(argv):
     return get_args_parser().parse_args(argv)
 
 
-def preflight(argv) -> None:
+def preflight(argv) -> str | None:
     """Compose once (sweeps reduced to their first value, every swept group option checked, the
-    user's ``--config-dir`` included) and check an explicit run or sweep dir, all before Hydra
-    writes anything."""
+    user's ``--config-dir`` included), check the network and an explicit run or sweep dir, all before Hydra
+    writes anything. Returns the sweep's folder for ``-m`` without ``hydra.sweep.dir``, claimed now."""
     args = _parse(argv)
     if args.help or args.hydra_help or args.shell_completion or args.info or args.config_path:
-        return
-    cfg = OmegaConf.to_container(compose(args.overrides, search_path=args.config_dir), resolve=True)
-    if not args.cfg:  # --cfg prints the config: no network, no files needed
-        check_network(cfg)  # the network builds for these images; weights exist, load and fit it
+        return None
     for override in args.overrides:
         key, _, value = override.partition("=")
         if key in ("hydra.run.dir", "hydra.sweep.dir"):
             check_run_dir(value, key)
+    new_sweep_dir = args.multirun and not args.cfg and not any(o.startswith("hydra.sweep.dir=") for o in args.overrides)
+    cfg, sweep_dir = compose_for_start(args.overrides, args.config_dir, bool(new_sweep_dir))
+    if not args.cfg:  # --cfg prints the config: no network, no files needed
+        # the network builds for these images; weights exist, load and fit it (launch's check, which every
+        # launcher makes before spawning, finds this one passed and does not build it again)
+        check_network(OmegaConf.to_container(cfg, resolve=True))
+    return sweep_dir
 
 
 def torchrun_main(argv, slurm_tasks: bool = False) -> None:
@@ -128,7 +132,7 @@ def cli() -> None:
         if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
             torchrun_main(argv, slurm_tasks)
             return
-        preflight(argv)
+        sweep_dir = preflight(argv)
     except ConfigError as e:
         fail(PROG, e, status=2)
     except UserError as e:
@@ -137,8 +141,8 @@ def cli() -> None:
     if args.multirun:  # Hydra's main() reads sys.argv
         register_slurm_launcher()
         overrides = sweep_safe(args.overrides)
-        if not any(o.startswith("hydra.sweep.dir=") for o in args.overrides):  # one folder per sweep
-            overrides.append(f"hydra.sweep.dir={resolved_sweep_dir(args.overrides, args.config_dir)}")
+        if sweep_dir:  # one folder per sweep
+            overrides.append(f"hydra.sweep.dir={sweep_dir}")
         sys.argv[1:] = [a for a in argv if a not in args.overrides] + overrides
     try:
         main()

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import resolved
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -126,3 +128,28 @@ def test_installed_console_script_help_in_its_own_process(name):
     done = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage" in done.stdout.lower()
+
+
+def test_one_start_builds_the_network_once_and_composes_once_before_hydra(tmp_path, monkeypatch):
+    """lgm-gcp-train checks the network on the meta device in its preflight, and launch checks it again before
+    spawning workers: the second finds it passed. A sweep's folder comes from the preflight's composition, not
+    a second one. (Hydra's @hydra.main, replaced here, composes once more for itself, which no hook avoids:
+    lgm_gcp/config/compose.py, compose_for_start.)"""
+    from lgm_gcp import assemble, entrypoint
+    from lgm_gcp.config import compose
+    from lgm_gcp.engine.launch import check_before_spawning
+
+    builds, composes, hydra_argv = [], [], []
+    real_check, real_compose = assemble.check_map_size, compose._compose_with_hydra
+    monkeypatch.setattr(assemble, "_passed", set())
+    monkeypatch.setattr(assemble, "check_map_size", lambda *a: builds.append(1) or real_check(*a))
+    monkeypatch.setattr(compose, "_compose_with_hydra", lambda *a: composes.append(1) or real_compose(*a))
+    monkeypatch.setattr(entrypoint, "main", lambda: hydra_argv.extend(sys.argv))
+    monkeypatch.chdir(tmp_path)
+    overrides = ["backbone.widths=[8,16]", "trainer.batch_size=32"]
+    monkeypatch.setattr(sys, "argv", ["lgm-gcp-train", "-m", *overrides, "seed=0,1"])
+    entrypoint.cli()
+    assert len(composes) == 1 and any(a.startswith("hydra.sweep.dir=") for a in hydra_argv)
+    check_before_spawning(resolved(*overrides, "seed=0"), 2)  # what launch does before spawning 2 workers
+    assert len(builds) == 1
+

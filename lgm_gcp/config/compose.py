@@ -199,6 +199,22 @@ def compose_with_choices(overrides: Sequence[str] = (), config_name: str = "conf
 
     Raises ConfigError with a one-line message on any mistake.
     """
+    return _job_config(_compose_with_hydra(overrides, config_name, search_path), strict)
+
+
+def compose_for_start(overrides: Sequence[str], search_path: str | None, multirun: bool) -> tuple:
+    """lgm-gcp-train's composition before Hydra's: (the validated job config, and for a sweep its folder,
+    ``hydra.sweep.dir`` resolved here, in the launching process, which claims it through ``unique_dir``; Hydra
+    would resolve it again in every job process of a parallel launcher, where the claim would find the folder
+    taken and make ``-1``, ``-2``, ... per job). ``@hydra.main`` then composes once more for itself: it takes
+    no composed config, and it owns ``--cfg``, ``-m`` and the run folder; this composition is what gives one
+    line for a mistake before Hydra writes anything."""
+    cfg = _compose_with_hydra(overrides, "config", search_path)
+    sweep_dir = str(cfg.hydra.sweep.dir) if multirun else None
+    return _job_config(cfg, strict=True)[0], sweep_dir
+
+
+def _compose_with_hydra(overrides: Sequence[str], config_name: str, search_path: str | None) -> DictConfig:
     GlobalHydra.instance().clear()
     concrete = [o for o in overrides if not o.startswith("hydra.")]
     if search_path and not Path(search_path).is_dir():
@@ -216,25 +232,17 @@ def compose_with_choices(overrides: Sequence[str] = (), config_name: str = "conf
         except (ConfigCompositionException, MissingConfigException, OverrideParseException,
                 OmegaConfBaseException) as e:
             raise ConfigError(_one_line(e, concrete)) from e
+    return cfg
+
+
+def _job_config(cfg: DictConfig, strict: bool) -> tuple:
+    """(the job config without its ``hydra`` node, validated if ``strict``; the group choices)."""
     choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith(("hydra", "schema"))}
     with open_dict(cfg):
         del cfg["hydra"]
     if strict:
         validate(cfg)
     return cfg, choices
-
-
-def resolved_sweep_dir(overrides: Sequence[str] = (), search_path: str | None = None) -> str:
-    """``hydra.sweep.dir`` as the config sets it, resolved now, in the launching process (which claims
-    the folder through ``unique_dir``). Hydra resolves it again in every job process of a parallel
-    launcher (joblib), where the claim would find the folder taken and make ``-1``, ``-2``, ... per job."""
-    register_schemas(search_path)
-    GlobalHydra.instance().clear()
-    extra = _config_dir(search_path)
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=_first_values(list(overrides), search_path) + extra,
-                            return_hydra_config=True)
-        return str(cfg.hydra.sweep.dir)
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config", strict: bool = True,
