@@ -93,7 +93,7 @@ def test_explicit_override_wins_over_the_recipe():
 def test_policy_outside_its_families_is_refused_in_one_line():
     from lgm_gcp.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="lr_policy=fast is defined for the resnet, mobilenet_v2, shufflenet_v2"):
+    with pytest.raises(ConfigError, match="^lr_policy=fast is defined for the resnet, mobilenet_v2, shufflenet_v2"):
         resolved("lr_policy=fast", "backbone=layer13")
     assert resolved("lr_policy=fast", "backbone=layer13", "lr_policy.family=resnet")["trainer"]["max_epochs"] == 30
 

@@ -40,6 +40,12 @@ def validate(cfg: DictConfig, allow_extra: bool | None = None) -> None:
     except ConfigError:
         raise
     except Exception as e:
+        chain = [e]  # OmegaConf chains a resolver's error as the context
+        while (chain[-1].__cause__ or chain[-1].__context__) is not None:
+            chain.append(chain[-1].__cause__ or chain[-1].__context__)
+        own = next((c for c in chain if isinstance(c, ConfigError)), None)
+        if own is not None:  # a resolver's own one line (a GCP policy outside its families)
+            raise ConfigError(str(own)) from e
         cause = e
         while cause.__cause__ is not None:
             cause = cause.__cause__
