@@ -9,6 +9,7 @@ import torch
 
 from lgm_gcp.errors import ConfigError
 from lgm_gcp.models.build import build_model
+from lgm_gcp.optim import build_schedule
 from lgm_gcp.options.groups import GROUPS, NON_GROUP_FOLDERS
 from lgm_gcp.options.instantiate import instantiate
 
@@ -45,7 +46,7 @@ def build_everything(cfg: dict, num_classes: int, in_channels: int) -> None:
         model = build_model(cfg, num_classes, in_channels)
     optimizer = instantiate(cfg["optimizer"])(model, lr=0.1)
     assert sum(len(g["params"]) for g in optimizer.param_groups) == sum(p.requires_grad for p in model.parameters())
-    schedule = instantiate(cfg["lr_policy"])
+    schedule = build_schedule(cfg["lr_policy"], cfg["optimizer"])
     lrs = [schedule(step, 100) for step in range(0, 100 * cfg["lr_policy"]["epochs"], 97)]
     assert all(math.isfinite(lr) and lr >= 0 for lr in lrs) and max(lrs) > 0
 

@@ -126,3 +126,39 @@ def test_a_new_loss_is_its_class_and_one_yaml(tmp_path, monkeypatch):
     loss, logits, _ = model(x, y)
     # gamma = 0 is plain cross-entropy
     assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits, y))
+
+
+def test_an_option_yaml_without_its_schema_line_is_refused_naming_the_line(tmp_path):
+    """Without '/schema/<group>/<name>' an option composes with no check of its keys: a typo in it then
+    drew the hint to add the key with +. Now the YAML itself is refused, naming the line to add."""
+    from lgm_gcp.config.compose import compose
+    from lgm_gcp.errors import ConfigError
+
+    (tmp_path / "head").mkdir()
+    (tmp_path / "head" / "mine.yaml").write_text("_target_: lgm_gcp.models.heads.gap.GAPHead\ndropout: 0.1\n")
+    with pytest.raises(ConfigError, match=r"head/mine.yaml names no schema: add '- /schema/head/mine@_here_' to "
+                                          "its defaults list"):
+        compose(["head=mine"], search_path=str(tmp_path))
+
+
+def test_an_option_class_declares_what_it_cannot_be_composed_with(tmp_path, monkeypatch):
+    """The validator asks each chosen option's class (check_composition, given the resolved config); it names
+    no head or loss itself. A user's head that refuses label smoothing, from a --config-dir."""
+    from lgm_gcp.config.compose import compose
+    from lgm_gcp.errors import ConfigError
+
+    (tmp_path / "picky_pkg").mkdir()
+    (tmp_path / "picky_pkg" / "__init__.py").write_text("")
+    (tmp_path / "picky_pkg" / "picky.py").write_text(
+        "from lgm_gcp.errors import ConfigError\nfrom lgm_gcp.models.heads.gap import GAPHead\n\n\n"
+        "class PickyHead(GAPHead):\n    @classmethod\n    def check_composition(cls, config):\n"
+        "        if config['loss'].get('label_smoothing'):\n"
+        "            raise ConfigError('head=picky with loss.label_smoothing: smoothed targets, a picky head')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "conf" / "head").mkdir(parents=True)
+    (tmp_path / "conf" / "head" / "picky.yaml").write_text(
+        "defaults:\n  - /schema/head/picky@_here_\n  - _self_\n_target_: picky_pkg.picky.PickyHead\n")
+    conf = str(tmp_path / "conf")
+    compose(["head=picky"], search_path=conf)
+    with pytest.raises(ConfigError, match="^head=picky with loss.label_smoothing: smoothed targets"):
+        compose(["head=picky", "loss.label_smoothing=0.1"], search_path=conf)

@@ -15,7 +15,7 @@ import torch
 
 from lgm_gcp.data.in_memory import epoch_step_count
 from lgm_gcp.models.build import build_model
-from lgm_gcp.options.instantiate import instantiate
+from lgm_gcp.optim import build_schedule
 from lgm_gcp.schedules.margin import MarginSchedule
 
 from conftest import experiment_presets, resolved
@@ -76,7 +76,7 @@ def test_preset_has_the_references_steps_per_epoch(preset):
 
 def test_preset_has_the_references_lr_and_margin(preset):
     name, cfg, ref = preset
-    schedule = instantiate(cfg["lr_policy"])
+    schedule = build_schedule(cfg["lr_policy"], cfg["optimizer"])
     wrong = [f"step {s}: {schedule(s, ref['steps_per_epoch'])!r}, reference {lr!r}" for s, lr in ref["lr_at_step"]
              if not same(lr, schedule(s, ref["steps_per_epoch"]))]
     assert len(ref["lr_at_step"]) >= 4 and not wrong, f"{name} LR: {wrong}"

@@ -132,6 +132,7 @@ def test_resume_restores_step_lr_rng_and_weights_over_a_wrong_lr(tmp_path, tiny_
     from lgm_gcp.engine.distributed import DistEnv
     from lgm_gcp.engine.train import resume, typed
     from lgm_gcp.models.build import build_model
+    from lgm_gcp.optim import build_schedule
     from lgm_gcp.options.instantiate import instantiate
 
     cfg = tiny_cfg("trainer.max_epochs=1", DROPOUT)
@@ -146,7 +147,7 @@ def test_resume_restores_step_lr_rng_and_weights_over_a_wrong_lr(tmp_path, tiny_
     steps = 1347 // 64
     assert state.step == steps and state.epoch == 1 and len(history) == 1
     assert loaded_from == f"{tmp_path / 'checkpoints' / 'last.pt'} (step {steps})"
-    last_lr = instantiate(cfg["lr_policy"])(steps - 1, steps)
+    last_lr = build_schedule(cfg["lr_policy"], cfg["optimizer"])(steps - 1, steps)
     assert all(g["lr"] == pytest.approx(last_lr * g["lr_mult"]) for g in optimizer.param_groups)
     assert all(torch.equal(p, payload["model"][k]) for k, p in model.state_dict().items())
     assert torch.equal(torch.get_rng_state(), payload["rng"]["torch"])

@@ -19,7 +19,7 @@ from hydra.core.config_store import ConfigStore
 
 from lgm_gcp.config.metafile import register_presets
 from lgm_gcp.config.resolvers import register_resolvers
-from lgm_gcp.config.schema import HAND_SCHEMAS, RootConfig
+from lgm_gcp.config.schema import HAND_SCHEMAS, ROOT_SCHEMA
 from lgm_gcp.errors import ConfigError
 from lgm_gcp.options.derive import schema_of
 from lgm_gcp.options.groups import CALL_SITE, PARTIAL, TARGET_GROUPS
@@ -44,6 +44,9 @@ def _targets(folder) -> dict:
         for path in sorted((p for p in folder.joinpath(group).iterdir() if p.name.endswith(".yaml")),
                            key=lambda p: p.name):
             data = yaml.safe_load(path.read_text()) or {}
+            if not _schema_names(group, data):  # it would compose with no check of its keys, types or ranges
+                raise ConfigError(f"{path} names no schema: add '- /schema/{group}/{path.stem}@_here_' to its "
+                                  "defaults list, before _self_ (every option YAML extends its class's schema)")
             for name in _schema_names(group, data):
                 if name in HAND_SCHEMAS.get(group, {}):
                     continue
@@ -83,13 +86,13 @@ def register_schemas(config_dir: str | None = None) -> None:
     cs = ConfigStore.instance()
     for (group, name), node in schemas.items():
         cs.store(group=f"schema/{group}", name=name, node=node)
-    cs.store(group="schema", name="root", node=RootConfig)
+    cs.store(group="schema", name="root", node=ROOT_SCHEMA)
 
 
 def resumable_keys() -> frozenset:
     """The dotted keys (``trainer.max_epochs``) and subtrees (``logger``) marked ``resumable``, in the
     root and any option's schema."""
-    keys = {f.name for f in dataclasses.fields(RootConfig) if f.metadata.get("resumable")}
+    keys = {f.name for f in dataclasses.fields(ROOT_SCHEMA) if f.metadata.get("resumable")}
     for (group, _), schema in option_schemas().items():
         keys |= {f"{group}.{f.name}" for f in dataclasses.fields(schema) if f.metadata.get("resumable")}
     return frozenset(keys)

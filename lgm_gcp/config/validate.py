@@ -13,6 +13,8 @@ from typing import Any, Iterator, Tuple
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lgm_gcp.errors import ConfigError
+from lgm_gcp.options.groups import TARGET_GROUPS
+from lgm_gcp.options.instantiate import locate
 
 
 def _typed_nodes(node: Any, path: str = "") -> Iterator[Tuple[str, DictConfig, type]]:
@@ -114,18 +116,18 @@ def check_run(cfg: DictConfig) -> None:
 
 
 def check_composition(cfg: DictConfig) -> None:
-    """Refuse the one loss × head pair measured not to train (docs/heads.md, "Every loss on every head")."""
-    head, loss = OmegaConf.select(cfg, "head._target_", default=""), OmegaConf.select(cfg, "loss._target_", default="")
-    if not (str(head).endswith("ThreeGHead") and str(loss).endswith("LGMLoss")):
-        return
-    margin = cfg.loss.margin
-    margin_on = margin.value > 0 or (margin.policy != "CONSTANT" and margin.max > 0)
-    if cfg.loss.likelihood_weight > 0 or margin_on:
-        raise ConfigError(
-            "loss=lgm with head=3g does not train: L-GM's margin and likelihood terms pull each feature to its "
-            "class mean, and the 3G gates get there by closing (sigmoid -> 0), which collapses features and means "
-            "to the origin (chance accuracy over 10 digits epochs); use head=gcp, or turn both terms off with "
-            "loss.likelihood_weight=0 loss.margin.value=0 loss.margin.max=0 (99.3 % on digits)")
+    """What an option cannot be composed with, as the option's class declares it: a ``check_composition``
+    classmethod, given the resolved config, raises ConfigError with its reason (``ThreeGHead``: L-GM's pull
+    terms, measured not to train there)."""
+    resolved = None
+    for group in TARGET_GROUPS:
+        target = OmegaConf.select(cfg, f"{group}._target_", default=None)
+        check = getattr(locate(target, group), "check_composition", None) if isinstance(target, str) else None
+        if check is not None:
+            if resolved is None:
+                resolved = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
+                                                  resolve=True)
+            check(resolved)
 
 
 def check_ranges(cfg: DictConfig) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Union
 
 from omegaconf import MISSING
 
-from lgm_gcp.options.fields import BY_HEAD, RECIPE, RESUMABLE, Range
+from lgm_gcp.options.fields import BY_HEAD, OR_AUTO, RECIPE, RESUMABLE, Range
 
 _SCALARS = (int, float, bool, str)
 
@@ -50,10 +50,19 @@ def signature_parameters(target: Callable) -> Dict[str, tuple]:
             if p.kind is p.VAR_KEYWORD:
                 takes_kwargs = True
             elif p.kind is not p.VAR_POSITIONAL:
-                found.setdefault(p.name, (p, hints.get(p.name, Any)))
+                found.setdefault(p.name, (_dataclass_default(target, p), hints.get(p.name, Any)))
         if not takes_kwargs:
             break
     return found
+
+
+def _dataclass_default(target: Callable, p: inspect.Parameter) -> inspect.Parameter:
+    """``p`` with a dataclass field's ``default_factory`` called: its generated __init__ shows a sentinel."""
+    if dataclasses.is_dataclass(target):
+        f = {f.name: f for f in dataclasses.fields(target)}.get(p.name)
+        if f is not None and f.default_factory is not dataclasses.MISSING:
+            return p.replace(default=f.default_factory())
+    return p
 
 
 def _unwrap(annotation: Any) -> tuple:
@@ -69,8 +78,8 @@ def _config_type(tp: Any) -> tuple:
     """(the type OmegaConf checks, the choices of a ``Literal`` or None) for a Python annotation."""
     tp, _ = _unwrap(tp)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Literal:
-        return str, tuple(args)
+    if origin is Literal:  # strings only: OmegaConf would turn a bool choice (trainer.amp: false) into "False"
+        return (str if all(isinstance(a, str) for a in args) else Any), tuple(args)
     if origin in (Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
         nested = [a for a in rest if dataclasses.is_dataclass(a)]
@@ -105,6 +114,8 @@ def _field(p: inspect.Parameter, annotation: Any) -> tuple:
             choices = ("auto",) + choices
         elif ranges:
             metadata["auto"] = True
+    elif OR_AUTO in extras:
+        tp, metadata["auto"] = Any, True
     if choices:
         metadata["choices"] = choices
     if RESUMABLE in extras:
@@ -122,13 +133,25 @@ def _field(p: inspect.Parameter, annotation: Any) -> tuple:
 
 def schema_name(target: Callable) -> str:
     name = target.__name__
-    return (name if name[:1].isupper() else "".join(w.capitalize() for w in name.split("_"))) + "Config"
+    name = name if name[:1].isupper() else "".join(w.capitalize() for w in name.split("_"))
+    return name if name.endswith("Config") else name + "Config"
 
 
 def schema_of(target: Callable, call_site: Sequence[str] = (), partial: bool = False) -> type:
     """The dataclass of ``target``'s configurable parameters (all but ``call_site``), led by ``_target_``
     (and ``_partial_: true`` for an option the builder calls with the call-site arguments later). A
-    dataclass target (the L-GM margin schedule) gives a nested schema without ``_target_``."""
+    dataclass target (the L-GM margin schedule, the trainer) gives a nested schema without ``_target_``.
+    One class per target: Hydra merges a node only onto the very class its schema was stored as."""
+    key = (target, tuple(call_site), partial)
+    if key not in _SCHEMAS:
+        _SCHEMAS[key] = _derive_schema(target, call_site, partial)
+    return _SCHEMAS[key]
+
+
+_SCHEMAS: Dict[tuple, type] = {}
+
+
+def _derive_schema(target: Callable, call_site: Sequence[str], partial: bool) -> type:
     fields = []
     if not dataclasses.is_dataclass(target):
         fields.append(("_target_", str, dataclasses.field(default=MISSING)))

@@ -10,8 +10,8 @@ into the option's schema::
 ``Literal`` gives the valid strings, a ``Range`` the valid numbers (both checked at start-up, with one line
 naming the key), ``RECIPE`` lets a recipe decide (the backbone's for heads and losses, the optimizer's for
 LR schedules; the config default becomes ``auto``, and the signature's default is what ``auto`` means
-without a recipe for it), ``BY_HEAD`` lets the head decide (``auto`` too), and ``RESUMABLE`` marks a
-parameter a resumed run may change.
+without a recipe for it), ``BY_HEAD`` lets the head decide (``auto`` too), ``OR_AUTO`` takes ``auto``
+beside a number, and ``RESUMABLE`` marks a parameter a resumed run may change.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class Marker:
 RECIPE = Marker("recipe")
 BY_HEAD = Marker("head")  # config default `auto`: the head's preference decides (backbone.last_stride)
 RESUMABLE = Marker("resumable")  # a resumed run may change it (lgm_gcp/engine/checkpoint.py)
+OR_AUTO = Marker("or auto")  # a number in its Range or the string `auto`, which the code using it decides
 
 COUNT = Range(low=1)
 NONNEG = Range(low=0)

@@ -25,7 +25,7 @@ batched. Per block 344,129 conv + 2,688 BN parameters at d = 256.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 import torch
 from torch import nn
@@ -92,6 +92,23 @@ class ThreeGHead(PoolingHead):
         self.cov = CovarianceSqrt(iterations, sqrt, vec_order, jitter, algorithm)
         self.pool = self._pool
         self._finish(dim * (dim + 1) // 2, dropout, mlp, mlp_norm, bottleneck)
+
+    @classmethod
+    def check_composition(cls, config: Mapping[str, Any]) -> None:
+        """Refuse L-GM with its margin or likelihood on: both pull each feature to its class mean, and the 3G
+        gates get there by closing (sigmoid -> 0), which collapses features and means to the origin (chance
+        over 10 digits epochs; docs/heads.md, "Every loss on every head")."""
+        loss = config.get("loss") or {}
+        if not str(loss.get("_target_", "")).endswith("LGMLoss"):
+            return
+        margin = loss["margin"]
+        margin_on = margin["value"] > 0 or (margin["policy"] != "CONSTANT" and margin["max"] > 0)
+        if loss["likelihood_weight"] > 0 or margin_on:
+            raise ConfigError(
+                "loss=lgm with head=3g does not train: L-GM's margin and likelihood terms pull each feature to its "
+                "class mean, and the 3G gates get there by closing (sigmoid -> 0), which collapses features and "
+                "means to the origin (chance accuracy over 10 digits epochs); use head=gcp, or turn both terms off "
+                "with loss.likelihood_weight=0 loss.margin.value=0 loss.margin.max=0 (99.3 % on digits)")
 
     def _pool(self, maps: torch.Tensor) -> torch.Tensor:
         x0 = self.reduce(maps)
