@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from lgm_gcp.errors import ConfigError
-from lgm_gcp.models.backbones.torchvision_nets import WeightsFile, adapt_input_conv
+from lgm_gcp.models.backbones.torchvision_nets import WeightsFile
 from lgm_gcp.options.fields import Range
 
 CLOSE_MATCHES = 5
@@ -52,11 +52,12 @@ def import_timm():
 
 def check_model_name(timm, name: str) -> None:
     """One line listing the closest known names when timm has no architecture ``name`` (a pretrained tag
-    after the dot, ``convnext_atto.d2_in1k``, is allowed)."""
-    known = timm.list_models()
-    if name.split(".")[0] in known:
+    after the dot, ``convnext_atto.d2_in1k``, is allowed): timm's own ``split_model_name_tag`` and
+    ``is_model``, with difflib's close matches, which timm's wildcard ``list_models`` does not give."""
+    architecture, _ = timm.models.split_model_name_tag(name)
+    if timm.models.is_model(architecture):
         return
-    close = difflib.get_close_matches(name.split(".")[0], known, n=CLOSE_MATCHES, cutoff=0.5)
+    close = difflib.get_close_matches(architecture, timm.list_models(), n=CLOSE_MATCHES, cutoff=0.5)
     hint = f"; close matches: {', '.join(close)}" if close else "; see timm.list_models()"
     raise ConfigError(f"backbone.name={name} is not a timm model (timm {timm.__version__}){hint}")
 
@@ -165,12 +166,16 @@ class TimmBackbone(nn.Module):
         return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
 
     def set_in_channels(self, in_channels: int) -> None:
-        """Replace the first conv (timm's ``pretrained_cfg["first_conv"]``) by one taking ``in_channels``."""
+        """The first conv (timm's ``pretrained_cfg["first_conv"]``) made to take ``in_channels``, its kernel
+        adapted by timm's own ``adapt_input_conv`` (summed for one channel, else repeated and rescaled), as
+        timm adapts a pretrained file; the conv keeps its class (timm's ``Conv2dSame`` pads as before)."""
         first = self.model.pretrained_cfg.get("first_conv")
         if in_channels == 3 or not first:
             return
         conv = self.model.get_submodule(first)
         if conv.in_channels == in_channels:
             return
-        parent, _, leaf = first.rpartition(".")
-        setattr(self.model.get_submodule(parent) if parent else self.model, leaf, adapt_input_conv(conv, in_channels))
+        timm = import_timm()
+        with torch.no_grad():
+            conv.weight = nn.Parameter(timm.models.adapt_input_conv(in_channels, conv.weight.detach().clone()))
+        conv.in_channels = in_channels
