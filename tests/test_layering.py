@@ -163,3 +163,58 @@ def packages_above_of(name: str, modules: set) -> set:
 
 def test_a_cycle_is_found():
     assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
+
+
+def documented_layers() -> dict:
+    """part -> its layer number, from docs/ARCHITECTURE.md's list between <!-- layers --> markers."""
+    block = ARCHITECTURE.read_text().split("<!-- layers -->")[1].split("<!-- end layers -->")[0]
+    layers = {}
+    for line in block.strip().splitlines():
+        number, _, parts = line.partition(". ")
+        layers.update({part.strip(" `"): int(number) for part in parts.split(",")})
+    return layers
+
+
+def part_of(path: Path) -> str:
+    if path.is_relative_to(PLUGIN):
+        return "hydra_plugins"
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else path.stem
+
+
+def test_every_import_goes_down_the_documented_layers():
+    """docs/ARCHITECTURE.md's layer list is the code's: each part is listed, and imports only from its own
+    layer or those below (a new part, or an arrow up, fails here until the document says it)."""
+    layers = documented_layers()
+    files = [p for p in [*PACKAGE.rglob("*.py"), *PLUGIN.rglob("*.py")] if p.name != "__init__.py" or
+             p.parent not in (PACKAGE, PLUGIN)]
+    unlisted = {part_of(p) for p in files} - layers.keys()
+    assert unlisted == set(), f"parts missing from {ARCHITECTURE.name}'s layers"
+    upward = {}
+    for path in files:
+        here = part_of(path)
+        above = {part for part in imported_parts(path) | ({"hydra_plugins"} & imported_roots(path))
+                 if layers.get(part, 0) > layers[here]}
+        if above:
+            upward[str(path.relative_to(ROOT))] = sorted(above)
+    assert upward == {}
+
+
+def test_the_documented_preset_count_is_the_metafiles():
+    from collections import Counter
+
+    from lgm_gcp.config.metafile import generated_rows
+
+    per_file = Counter(name for name, _, _ in generated_rows().values())
+    written = f"{sum(per_file.values())}: " + ", ".join(f"{name} {n}" for name, n in
+                                                        sorted(per_file.items(), key=lambda kv: (-kv[1], kv[0])))
+    assert f"<!-- presets -->{written}<!-- end presets -->" in " ".join(ARCHITECTURE.read_text().split())
+
+
+def test_the_readme_stays_short():
+    """A quick start, the groups and pointers: details live in docs/ (timings in docs/benchmarks.md)."""
+    words = len((ROOT / "README.md").read_text().split())
+    assert words <= 1500, f"README.md has {words} words"
