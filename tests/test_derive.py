@@ -162,3 +162,22 @@ def test_an_option_class_declares_what_it_cannot_be_composed_with(tmp_path, monk
     compose(["head=picky"], search_path=conf)
     with pytest.raises(ConfigError, match="^head=picky with loss.label_smoothing: smoothed targets"):
         compose(["head=picky", "loss.label_smoothing=0.1"], search_path=conf)
+
+
+def test_a_derived_schema_unpickles_in_a_fresh_process_as_the_same_schema(tmp_path):
+    """Parallel launchers (joblib, submitit) pickle Hydra's ConfigStore for their jobs. Pickled by value, a
+    derived schema's list field lost dataclasses.MISSING's identity and a preset's reference.lr_at_step no
+    longer composed there; by reference, the job derives the same class (in a fresh process, from its name)."""
+    import pickle
+    import subprocess
+    import sys
+
+    from lgm_gcp.config.schema import ROOT_SCHEMA
+
+    (tmp_path / "root.pkl").write_bytes(pickle.dumps(ROOT_SCHEMA))
+    check = ("import pickle, sys, typing\nfrom omegaconf import OmegaConf\n"
+             f"schema = pickle.loads(open({str(tmp_path / 'root.pkl')!r}, 'rb').read())\n"
+             "reference = typing.get_args(typing.get_type_hints(schema)['reference'])[0]\n"
+             "print(schema.__name__, OmegaConf.structured(reference).lr_at_step)\n")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["RootConfig", "[]"], done.stderr[-2000:]

@@ -13,7 +13,10 @@ Parameters the builder passes at the call site (``in_channels`` of a head, ``num
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
 import inspect
+import json
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -160,7 +163,27 @@ def _derive_schema(target: Callable, call_site: Sequence[str], partial: bool) ->
     for name, (p, annotation) in signature_parameters(target).items():
         if name not in call_site:
             fields.append((name, *_field(p, annotation)))
-    return dataclasses.make_dataclass(schema_name(target), fields)
+    schema = dataclasses.make_dataclass(schema_name(target), fields)
+    # pickled by reference: a parallel launcher (joblib, submitit) sends Hydra's ConfigStore to its jobs,
+    # and a class pickled by value loses dataclasses.MISSING's identity in its fields (a list field's
+    # default_factory then reads as a value: "_MISSING_TYPE is not a ListConfig")
+    key = [f"{target.__module__}:{target.__qualname__}", list(call_site), partial]
+    schema.__module__, schema.__qualname__ = __name__, _PICKLED + json.dumps(key).encode().hex()
+    globals()[schema.__qualname__] = schema
+    return schema
+
+
+_PICKLED = "schema_"  # the prefix of a derived schema's name in this module, which encodes its key
+
+
+def __getattr__(name: str) -> type:
+    """A derived schema by the name it was pickled under, derived here if this process has not yet."""
+    if not name.startswith(_PICKLED):
+        raise AttributeError(name)
+    path, call_site, partial = json.loads(bytes.fromhex(name[len(_PICKLED):]))
+    module, qualname = path.split(":")
+    target = functools.reduce(getattr, qualname.split("."), importlib.import_module(module))
+    return schema_of(target, tuple(call_site), partial)
 
 
 def recipe_defaults(target: Callable) -> Dict[str, Any]:
