@@ -2,7 +2,7 @@
 demo's accuracy, or is it refused in one line? The table behind docs/benchmarks.md's "Every option alone".
 
     python benchmarks/every_option.py [--groups optimizer lr_policy head loss logger backbone dataset]
-                                      [--epochs 30] [--out results.jsonl] [overrides ...]
+                                      [--only dataset=mnist ...] [--epochs 30] [--out results.jsonl] [overrides ...]
 
 Each run is the CLI's: the composed config with the one override, the start-up checks ``lgm-gcp-train`` makes
 (``check_before_spawning``: the dataset's files, the network on the meta device), then ``run`` in a temporary
@@ -67,6 +67,7 @@ def attempt(overrides: list) -> dict:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--groups", nargs="+", default=GROUPS)
+    parser.add_argument("--only", nargs="+", default=None, help="these options of the groups (group=option)")
     parser.add_argument("--epochs", type=int, default=None, help="default: the demo's trainer.max_epochs")
     parser.add_argument("--out", default=None, help="append one JSON line per option to this file")
     parser.add_argument("overrides", nargs="*")
@@ -77,6 +78,8 @@ def main():
     for group in args.groups:
         for option in options(group):
             choice = f"{group}={option}"
+            if args.only and choice not in args.only:
+                continue
             added = EXTRA.get(choice, [])
             result = attempt([choice, *added, *common])
             size = re.search(r"set dataset\.input_size=(\d+)", result.get("refused", ""))
