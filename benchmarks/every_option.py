@@ -1,6 +1,7 @@
 """Every option of every group, one at a time, on the embedded digits demo at its defaults: does it train to the
 demo's accuracy, or is it refused in one line? The table behind docs/benchmarks.md's "Every option alone".
 
+    python benchmarks/every_option.py --render docs/results/every_option/demo.jsonl   # its table, from the results
     python benchmarks/every_option.py [--groups optimizer lr_policy head loss logger backbone dataset]
                                       [--only dataset=mnist ...] [--epochs 30] [--out results.jsonl] [overrides ...]
 
@@ -28,7 +29,7 @@ from lgm_gcp.config.compose import compose
 from lgm_gcp.engine.launch import check_before_spawning
 from lgm_gcp.engine.train import run
 from lgm_gcp.errors import UserError
-from lgm_gcp.markdown import markdown_header, markdown_row
+from lgm_gcp.markdown import markdown_header, markdown_row, markdown_table
 
 GOAL = 95.0  # the demo's accuracy (it ends near 99 %)
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -64,17 +65,39 @@ def attempt(overrides: list) -> dict:
     return {"top1": top1, "epochs": len(top1), "seconds": time.perf_counter() - start}
 
 
+HEADER = ["option", "overrides added", "epochs", "test top-1 (last)", f">= {GOAL:g} %", "s"]
+
+
+def cells(row: dict) -> list:
+    """A table row from one JSON line of ``--out``."""
+    added = " ".join(f"`{a}`" for a in row["added"])
+    if "refused" in row:
+        return [f"`{row['option']}`", added, "", f"refused: {row['refused']}", "", ""]
+    last = row["top1"][-1]
+    return [f"`{row['option']}`", added, row["epochs"], f"{last:.2f}", "yes" if last >= GOAL else "no",
+            f"{row['seconds']:.0f}"]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--groups", nargs="+", default=GROUPS)
     parser.add_argument("--only", nargs="+", default=None, help="these options of the groups (group=option)")
     parser.add_argument("--epochs", type=int, default=None, help="default: the demo's trainer.max_epochs")
     parser.add_argument("--out", default=None, help="append one JSON line per option to this file")
+    parser.add_argument("--render", default=None, help="print the table of this --out file and stop")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    if args.render:
+        latest = {}  # an option measured again replaces its row, in the place of its first
+        for line in Path(args.render).read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                latest[row["option"]] = row
+        print(markdown_table(HEADER, [cells(r) for r in latest.values()]))
+        return
     common = ["trainer.progress=false", *([f"trainer.max_epochs={args.epochs}"] if args.epochs else []),
               *args.overrides]
-    print(markdown_header(["option", "overrides added", "epochs", "test top-1 (last)", f">= {GOAL:g} %", "s"]))
+    print(markdown_header(HEADER))
     for group in args.groups:
         for option in options(group):
             choice = f"{group}={option}"
@@ -88,13 +111,7 @@ def main():
                 added = [*added, f"dataset.input_size={size.group(1)}"]
                 result = {**attempt([choice, *added, *common]), "refused_at_defaults": first}
             row = {"option": choice, "added": added, **result}
-            if "refused" in result:
-                cells = [choice, " ".join(added), "", f"refused: {result['refused']}", "", ""]
-            else:
-                last = result["top1"][-1]
-                cells = [choice, " ".join(added), result["epochs"], f"{last:.2f}", "yes" if last >= GOAL else "NO",
-                         f"{result['seconds']:.0f}"]
-            print(markdown_row(cells), flush=True)
+            print(markdown_row(cells(row)), flush=True)
             if args.out:
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")

@@ -118,6 +118,7 @@ class Killed(BaseException):
     """Stands in for SIGKILL inside the process: nothing catches it, nothing is written after it."""
 
 
+@pytest.mark.slow  # a sweep, table or kill/resume test (the brief's slow tier)
 def test_a_kill_after_an_epochs_last_step_and_before_its_record_reruns_to_the_same_record(tmp_path, monkeypatch):
     """The checkpoint of the epoch's last step is written (checkpoint_every), its record is not: the rerun has
     no step of that epoch left to take, yet its record must hold the last step's lr and L-GM logs (alpha,

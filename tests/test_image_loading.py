@@ -217,6 +217,7 @@ def _epoch_in_a_job(root):
     return sum(len(y) for _, y in data.train_batches(4, seed=0, epoch=0))
 
 
+@pytest.mark.slow  # a sweep, table or kill/resume test (the brief's slow tier)
 def test_loader_workers_start_inside_a_joblib_sweep_job(tmp_path):
     """Hydra's joblib launcher runs each job in a loky process, whose default start method children
     cannot use (PyTorch #44687): the kept loaders start their workers by fork."""

@@ -59,6 +59,7 @@ def test_each_row_names_a_preset_whose_choices_are_the_ones_hydra_composes(name,
     assert {k: choices[k] for k in parsed} == parsed and {"dataset", "backbone", "head", "loss"} <= set(parsed)
 
 
+@pytest.mark.slow  # a sweep, table or kill/resume test (the brief's slow tier)
 @pytest.mark.parametrize("table_name", TABLES)
 def test_a_run_of_each_rows_preset_lands_in_the_cell_holding_the_rows_number(table_name, tmp_path):
     """Fabricate a finished run of every preset the table's metafile publishes a number for: each must

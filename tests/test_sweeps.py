@@ -121,6 +121,7 @@ def test_slurm_launcher_asks_for_one_gpu_per_rank(overrides, gpus):
     assert launcher["cpus_per_task"] is None and launcher["mem_gb"] is None and launcher["timeout_min"] == 1440
 
 
+@pytest.mark.slow  # a sweep, table or kill/resume test (the brief's slow tier)
 @needs("hydra_plugins.hydra_submitit_launcher")
 def test_slurm_tasks_per_node_with_several_devices_is_refused_before_submitting(tmp_path):
     result = run_cli("-m", "hydra/launcher=slurm", "hydra.launcher.tasks_per_node=2", "trainer.devices=2",

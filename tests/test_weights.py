@@ -216,6 +216,7 @@ def test_a_checkpoint_of_another_network_is_refused_naming_the_offenders(tmp_pat
         load_weights(preset_model("g3_resnet50_imagenet"), path)
 
 
+@pytest.mark.slow  # a sweep, table or kill/resume test (the brief's slow tier)
 def test_eval_runs_a_release_and_the_table_shows_it_beside_ours(tmp_path):
     """lgm-gcp-eval FILE [overrides]: no training, the run folder's metrics.json has the test top-1 of
     the loaded weights, and the table puts it in the released column."""
