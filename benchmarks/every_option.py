@@ -105,10 +105,13 @@ def main():
                 continue
             added = EXTRA.get(choice, [])
             result = attempt([choice, *added, *common])
-            size = re.search(r"set dataset\.input_size=(\d+)", result.get("refused", ""))
-            if size and group == "backbone":  # trained at the size its refusal names
-                first = result["refused"]
-                added = [*added, f"dataset.input_size={size.group(1)}"]
+            first = result.get("refused")
+            for _ in range(3):  # a backbone is trained at the size its refusal names (the map, then the stride)
+                size = re.search(r"set dataset\.input_size=(\d+)", result.get("refused", ""))
+                if not (size and group == "backbone"):
+                    break
+                added = [a for a in added if not a.startswith("dataset.input_size=")]
+                added.append(f"dataset.input_size={size.group(1)}")
                 result = {**attempt([choice, *added, *common]), "refused_at_defaults": first}
             row = {"option": choice, "added": added, **result}
             print(markdown_row(cells(row)), flush=True)
