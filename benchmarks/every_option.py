@@ -74,7 +74,8 @@ def cells(row: dict) -> list:
     if "refused" in row:
         return [f"`{row['option']}`", added, "", f"refused: {row['refused']}", "", ""]
     last = row["top1"][-1]
-    return [f"`{row['option']}`", added, row["epochs"], f"{last:.2f}", "yes" if last >= GOAL else "no",
+    note = f" ({row['note']})" if row.get("note") else ""  # e.g. a run stopped before its epochs
+    return [f"`{row['option']}`", added, row["epochs"], f"{last:.2f}{note}", "yes" if last >= GOAL else "no",
             f"{row['seconds']:.0f}"]
 
 
