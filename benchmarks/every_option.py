@@ -60,7 +60,10 @@ def attempt(overrides: list) -> dict:
             check_before_spawning(cfg, 1)
         except UserError as e:
             return {"refused": str(e)}
-        summary = run(cfg, Path(folder) / "run")
+        try:
+            summary = run(cfg, Path(folder) / "run")
+        except UserError as e:  # a run that starts and then stops in one line (a non-finite loss)
+            return {"stopped": str(e), "seconds": time.perf_counter() - start}
     top1 = [e["test_top1"] for e in summary["epochs"]]
     return {"top1": top1, "epochs": len(top1), "seconds": time.perf_counter() - start}
 
@@ -73,6 +76,9 @@ def cells(row: dict) -> list:
     added = " ".join(f"`{a}`" for a in row["added"])
     if "refused" in row:
         return [f"`{row['option']}`", added, "", f"refused: {row['refused']}", "", ""]
+    if "stopped" in row:
+        return [f"`{row['option']}`", added, "", f"started, then stopped: {row['stopped']}", "no",
+                f"{row['seconds']:.0f}"]
     last = row["top1"][-1]
     note = f" ({row['note']})" if row.get("note") else ""  # e.g. a run stopped before its epochs
     return [f"`{row['option']}`", added, row["epochs"], f"{last:.2f}{note}", "yes" if last >= GOAL else "no",
