@@ -57,8 +57,8 @@ class TrainState:
     step_in_epoch: int = 0
     best: float | None = None  # the best validation (or test) top-1 so far
     epoch_sums: list | None = None  # EPOCH_SUMS of the epoch in progress, all-reduced, at a mid-epoch checkpoint
-    # the last step's LR and criterion logs (the L-GM margin ...) at a mid-epoch checkpoint: what the epoch's
-    # record reports, which a rerun that has no step of the epoch left to take cannot recompute
+    # the last step's criterion logs (the L-GM margin ...) at a mid-epoch checkpoint: what the epoch's record
+    # reports, which a rerun that has no step of the epoch left to take cannot recompute
     epoch_logs: dict | None = None
     landscape: list = field(default_factory=list)  # the landscape probe's records (trainer.landscape_every)
     # the epoch in progress, which no checkpoint holds as such: this rank's running sums (all-reduced into

@@ -220,9 +220,9 @@ def train_one_epoch(s: Session) -> dict:
     totals = Sums(EPOCH_SUMS, s.env.device, state.epoch_sums if skip and s.env.is_main else None)
     bad_images = len(s.data.skipped_images or [])
     # the record's lr and criterion logs are its last step's: a resumed epoch starts from the checkpoint's
-    last = dict(state.epoch_logs or {}) if skip else {}
-    lr = last.pop("lr", s.schedule(max(state.step - 1, 0) if skip else state.step, spe))
-    start, logs = time.time() - totals["seconds"], last
+    # step (its lr recomputed: the schedule is a function of the step) and logs
+    lr = s.schedule(state.step - 1 if skip else state.step, spe)
+    start, logs = time.time() - totals["seconds"], dict(state.epoch_logs or {}) if skip else {}
     state.epoch_totals, state.epoch_start = totals, start
     batches = s.data.train_batches(tcfg.batch_size, seed=s.cfg["seed"], epoch=state.epoch, rank=s.env.rank,
                                    world_size=s.env.world_size, device=s.env.device, skip=skip)
@@ -242,7 +242,7 @@ def train_one_epoch(s: Session) -> dict:
         stepped = backward_and_step(s, loss * scale if scale != 1.0 else loss)
         state.step += 1
         state.step_in_epoch += 1
-        state.epoch_logs = {"lr": lr, **logs}
+        state.epoch_logs = logs
         with torch.no_grad():
             top1, top5 = topk_correct(logits.detach(), targets)
             n = targets.numel()
