@@ -229,8 +229,9 @@ def published_numbers() -> dict:
 
 def test_each_published_number_is_written_in_one_file():
     """A published number lives in its metafile (or a table's references); tests and docs read it from
-    there. Generated pages (docs/weights.md, checked above) and measured results (docs/results/) aside,
-    no tracked file restates one."""
+    there. Generated pages (docs/weights.md, checked above) and measured results (docs/results/, and the
+    include blocks scripts/generate_docs.py copies from there) aside, no tracked file restates one. A measured
+    accuracy can equal a published one by chance (vgg16_bn on the demo, at 32 px)."""
     import re
     import subprocess
 
@@ -238,6 +239,7 @@ def test_each_published_number_is_written_in_one_file():
     assert len(numbers) > 150  # the GCP study alone publishes 80 top-1 / top-5 pairs
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     pattern = re.compile(r"(?<![\d.])(\d+\.\d\d)(?!\d)")
+    measured = re.compile(r"<!-- include: results/.*?<!-- end include -->", re.S)
     restated = {}
     for name in tracked:
         if name.startswith(("conf/metafile/", "docs/results/")) or name == "docs/weights.md" \
@@ -246,7 +248,7 @@ def test_each_published_number_is_written_in_one_file():
         path = ROOT / name
         if name.startswith("conf/table/"):  # a table's own references are its own; its published are checked
             continue
-        for text in pattern.findall(path.read_text(errors="ignore")):
+        for text in pattern.findall(measured.sub("", path.read_text(errors="ignore"))):
             if text in numbers:
                 restated.setdefault(text, []).append(name)
     assert not restated, f"published numbers restated outside {set(numbers.values())}: {restated}"
