@@ -6,9 +6,11 @@ maps (B, C, h, w) -> 1x1 conv reduction to d (no bias) + BN + ReLU/ReLU6 -> cova
 -> post-compensation C = √(tr Σ) · Y_N -> upper-triangular vector (B, d(d+1)/2): 32,896 at d = 256.
 
 At N = 5 this is *not* √Σ for realistic spectra (every eigenvalue ratio λ/tr is mapped through the
-scalar recurrence f_N); it is the function the papers trained with. ``sqrt="eigh"`` computes the
-exact root for comparison (its backward is unstable for the repeated zero eigenvalues of a
-rank-deficient Σ).
+scalar recurrence f_N); it is the function the papers trained with. ``head.sqrt`` picks another root:
+``eigh`` the exact one by autograd (its backward is unstable for the repeated zero eigenvalues of a
+rank-deficient Σ); ``taylor`` and ``pade`` (matrix Taylor polynomial and Padé approximant with the
+Lyapunov backward, ICLR 2022) and ``svd_pade`` (exact root, Padé-approximated gradient, ICCV 2021) are in
+``roots.py``.
 
 Three algorithms compute the *same* function (``algorithm``; benchmarks/bench_heads.py measures them):
 
@@ -44,12 +46,14 @@ from lgm_gcp.errors import ConfigError
 from lgm_gcp.models.heads.base import Activation, Bottleneck, DropRate, MLPNorm, MLPWidths, PoolingHead, ReduceInit
 from lgm_gcp.models.heads.eigen import safe_eigh
 from lgm_gcp.models.heads.gram import gram_isqrt
+from lgm_gcp.models.heads.roots import polynomial_sqrt, svd_pade_sqrt
 from lgm_gcp.options.fields import Count
 
 # head.vec_order: the (row, col) indices of the triangle kept. row: the upper triangle row by row
 # (iSQRT-COV); col: the lower one row by row, of a symmetric matrix the upper one column by column (3G-Net)
 VEC_ORDERS = {"row": torch.triu_indices, "col": torch.tril_indices}
-Sqrt = Literal["newton_schulz", "eigh"]  # eigh: the exact root, for comparison
+# newton_schulz: iSQRT-COV's; eigh: the exact root by autograd; taylor, pade, svd_pade: roots.py
+Sqrt = Literal["newton_schulz", "eigh", "taylor", "pade", "svd_pade"]
 # how newton_schulz is evaluated (same values); auto: gram where the map has fewer positions than dim
 Algorithm = Literal["auto", "matmul", "spectral", "gram"]
 VecOrder = Literal["row", "col"]  # row: iSQRT-COV checkpoints; col: 3G-Net checkpoints
@@ -214,6 +218,17 @@ def eigh_sqrt(sigma: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     return (u * lam.clamp_min(eps).sqrt().unsqueeze(-2)) @ u.transpose(-1, -2)
 
 
+def matrix_sqrt(sigma: torch.Tensor, sqrt: str, iterations: int = 5, algorithm: str = "auto") -> torch.Tensor:
+    """(B, d, d) -> the root ``head.sqrt`` names (``iterations`` and ``algorithm``: Newton–Schulz's)."""
+    if sqrt == "newton_schulz":
+        return isqrt(sigma, iterations, "auto" if algorithm == "gram" else algorithm)
+    if sqrt in ("taylor", "pade"):
+        return polynomial_sqrt(sigma, sqrt)
+    if sqrt == "svd_pade":
+        return svd_pade_sqrt(sigma)
+    return eigh_sqrt(sigma)
+
+
 _TRI_CACHE: dict = {}
 
 
@@ -269,11 +284,7 @@ class CovarianceSqrt(nn.Module):
             sigma = covariance(x)
             if self.jitter:
                 sigma = sigma + self.jitter * torch.eye(sigma.shape[-1], dtype=sigma.dtype, device=sigma.device)
-            if self.sqrt == "newton_schulz":
-                root = isqrt(sigma, self.iterations, algorithm)
-            else:
-                root = eigh_sqrt(sigma)
-            return triu_vec(root, self.vec_order)
+            return triu_vec(matrix_sqrt(sigma, self.sqrt, self.iterations, algorithm), self.vec_order)
 
 
 class IsqrtCovHead(PoolingHead):
