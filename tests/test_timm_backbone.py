@@ -25,8 +25,9 @@ SIDE = {"test_vit": 32}  # the others: 64 px, a 2x2 map after their stride 32
 
 def timm_cfg(name, *overrides, side=None):
     side = side or SIDE.get(name, 64)
+    family = [o.replace("img_size=32", f"img_size={side}") for o in FAMILIES.get(name, [])]
     return resolved("backbone=timm", f"backbone.name={name}", "dataset=synthetic", f"dataset.image_size={side}",
-                    *FAMILIES.get(name, []), *overrides)
+                    *family, *overrides)
 
 
 @pytest.mark.parametrize("loss", conf_options("loss"))
@@ -35,15 +36,17 @@ def timm_cfg(name, *overrides, side=None):
 def test_every_head_and_loss_on_four_timm_families_trains_every_parameter(name, head, loss):
     """One training step of 4 images reaches every parameter of trunk, head and classifier (GCP at
     d = 8 to stay small; 3G's zero-initialised gate would leave its inner convs without gradient at step 0,
-    so it starts from kaiming; L-GM on 3G only with its pull terms off, as conf/ refuses it otherwise)."""
-    extra = ["head.dim=8"] if head.startswith("gcp") or head == "3g" else []
+    so it starts from kaiming; L-GM on 3G only with its pull terms off, as conf/ refuses it otherwise; DropCov
+    and iSICE at d = 8 too, DropCov on the 7x7 map it needs: 224 px, 112 for the ViT's 16-pixel patches)."""
+    extra = ["head.dim=8"] if head.startswith(("gcp", "dropcov", "isice", "3g")) and head != "dropcov_vit" else []
+    side = (112 if name == "test_vit" else 224) if head.startswith("dropcov") and head != "dropcov_vit" else None
     if head == "flatten":  # the 2x2 map whole: a 7x7 grid would repeat its positions, which the check refuses
         extra.append("head.size=2")
     if head == "3g":
         extra.append("head.gate_init=kaiming")
         if loss == "lgm":
             extra += ["loss.likelihood_weight=0", "loss.margin.value=0", "loss.margin.max=0"]
-    cfg = timm_cfg(name, f"head={head}", f"loss={loss}", *extra)
+    cfg = timm_cfg(name, f"head={head}", f"loss={loss}", *extra, side=side)
     check_network(cfg)
     torch.manual_seed(0)
     model = build_model(cfg, 7, 3).train()

@@ -46,6 +46,9 @@ def build_model(cfg: Mapping[str, Any], num_classes: int, in_channels: int,
     backbone = build_backbone(cfg["backbone"], cfg["head"], in_channels, load_backbone)
     recipe = getattr(backbone, "recipe", {}) or {}
     head = instantiate(_resolve_auto(cfg["head"], recipe, "head"), in_channels=backbone.out_channels)
+    if getattr(head, "uses_class_token", False) and getattr(head, "class_token", "auto") == "auto" \
+            and hasattr(backbone, "return_class_token"):
+        backbone.return_class_token = True  # a ViT's maps come with its class token (SoTHead)
     criterion = instantiate(_resolve_auto(cfg["loss"], recipe, "loss"), in_features=head.out_features,
                             num_classes=num_classes)
     return Network(backbone, head, criterion)
@@ -86,6 +89,7 @@ def map_shape(backbone: torch.nn.Module, in_channels: int, side: int) -> tuple |
         return None
     finally:
         backbone.train(training)
+    maps = maps[0] if isinstance(maps, tuple) else maps  # (maps, class token) for a head that reads it
     return tuple(maps.shape[-2:])
 
 

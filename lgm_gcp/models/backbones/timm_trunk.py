@@ -12,6 +12,8 @@
   and fold the patch tokens back into their grid (B, C, h, w), so GAP averages the patch tokens and GCP
   takes their covariance, as the GCP-on-ViT papers do. A model that normalises its pooled tokens
   (``fc_norm``: average-pooled ViTs, BEiT, EVA) has that norm applied to every token instead.
+  A head that reads a class token (``uses_class_token``: ``head=sot``) gets ``(map, class_token (B, C))``
+  from a model that has one (``cls_token``; ``return_class_token``, set by ``lgm_gcp.models.build``).
 
 ``out_channels`` is the model's ``num_features``. The head's dropout ``auto`` takes the model's own
 ``drop_rate`` (``backbone.kwargs.drop_rate``), which timm applies before its classifier.
@@ -127,6 +129,8 @@ class TimmBackbone(nn.Module):
         self.name = name
         self.out_channels = model.num_features
         self.prefix_tokens = getattr(model, "num_prefix_tokens", 0)
+        self.has_class_token = getattr(model, "cls_token", None) is not None
+        self.return_class_token = False
         self.channels_last = getattr(model, "output_fmt", "NCHW") == "NHWC"
         drop_rate = float(getattr(model, "drop_rate", 0.0) or 0.0)
         self.recipe = {"dropout": drop_rate} if drop_rate else {}
@@ -151,7 +155,8 @@ class TimmBackbone(nn.Module):
         if self.norm_tokens:
             out = self.model.fc_norm(out)
         if out.dim() == 3:  # tokens (B, N, C)
-            return self.tokens_to_map(out[:, self.prefix_tokens:], images.shape[-2:])
+            maps = self.tokens_to_map(out[:, self.prefix_tokens:], images.shape[-2:])
+            return (maps, out[:, 0]) if self.return_class_token and self.has_class_token else maps
         return out.permute(0, 3, 1, 2) if self.channels_last else out
 
     def tokens_to_map(self, tokens: torch.Tensor, image_size) -> torch.Tensor:
