@@ -19,7 +19,13 @@ from conftest import CONF, conf_options
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [(name, row) for name in metafile_names() for row in load_metafile(name)["rows"]]
-TABLES = [p.stem for p in (CONF / "table").glob("*.yaml") if "metafile" in yaml.safe_load(p.read_text())]
+PRESET_ROWS = [(name, row) for name, row in ROWS if "preset" in row]  # the rest are `place` rows
+TABLES = [p.stem for p in (CONF / "table").glob("*.yaml")
+          if {"metafile", "metafiles"} & set(yaml.safe_load(p.read_text()))]
+
+
+def table_metafiles(table) -> list:
+    return ([table.metafile] if table.metafile else []) + list(table.metafiles)
 
 
 def test_every_paper_preset_is_a_metafile_row_and_nothing_is_defined_twice():
@@ -51,7 +57,7 @@ def test_a_parts_choices_come_after_the_shared_ones_and_before_the_rows():
     assert node["reference"]["source"] == "imagenet"  # the source's {dataset} is the part's choice
 
 
-@pytest.mark.parametrize("name,row", ROWS, ids=[f"{n}:{r['preset']}" for n, r in ROWS])
+@pytest.mark.parametrize("name,row", PRESET_ROWS, ids=[f"{n}:{r['preset']}" for n, r in PRESET_ROWS])
 def test_each_row_names_a_preset_whose_choices_are_the_ones_hydra_composes(name, row):
     """Tables place a row's number by ``preset_choices``; they must be the choices Hydra composes."""
     _, choices = compose_with_choices([f"experiment={row['preset']}"])
@@ -66,26 +72,27 @@ def test_a_run_of_each_rows_preset_lands_in_the_cell_holding_the_rows_number(tab
     land in the cell that shows that number (the large-margin table once selected head=gap, so its
     VGG-16 runs, head=flatten, never reached their cell)."""
     table = load_table(table_name)
-    meta = load_metafile(table.metafile)
     placed = 0
-    for row in meta["rows"]:
+    for meta, row in [(m, r) for name in table_metafiles(table) for m in [load_metafile(name)] for r in m["rows"]]:
         number = row_published(meta, row, table_metrics(table))  # published, or the results entry of these metrics
-        _, choices = compose_with_choices([f"experiment={row['preset']}"])
+        # a `place` row has no preset: a run with the choices it names stands in for one
+        choices = row["place"] if "place" in row else compose_with_choices([f"experiment={row['preset']}"])[1]
+        label = row.get("preset", row.get("name"))
         cells = build_cells([Run(tmp_path, {}, choices, {"status": "finished", "best": {}, "final": {}})], table)
         [cell] = [c for c in cells if c.runs] or [None]
         published = [c for c in cells if c.published == number and number is not None]
         if cell is not None and cell.published is not None:
-            assert cell.published == number, f"{row['preset']} lands beside another row's number"
+            assert cell.published == number, f"{label} lands beside another row's number"
             placed += 1
         else:
-            assert not published, f"{row['preset']}'s number is shown in a cell its runs never reach"
+            assert not published, f"{label}'s number is shown in a cell its runs never reach"
     assert placed == sum(len(v) for v in table.published.values())
 
 
 def test_every_table_with_a_metafile_shows_every_number_it_publishes_for_the_tables_runs():
     expected = {"gcp_imagenet": 40, "gcp_robustness": 12, "g3net": 4, "large_margin_imagenet": 10,
                 "large_margin_cifar": 4, "fashion_mnist": 1, "lgm_cifar100": 0,
-                "fine_grained": 9}
+                "fine_grained": 9, "second_order": 17}
     assert {t: sum(len(v) for v in load_table(t).published.values()) for t in TABLES} == expected
 
 
@@ -183,14 +190,14 @@ def test_docs_blocks_are_what_the_metafiles_generate():
     released = [r for _, r in ROWS if r.get("released")]
     assert len(released) == 40 + 4 + 3  # GCP study, 3G-Net, fast-MPN-COV: an empty block cannot pass
     assert all(f"lgm-gcp-eval {r['released']} experiment={r['preset']}`" in text for r in released)
-    places = next(r for _, r in ROWS if r["preset"] == "g3_resnet50_places365")
+    places = next(r for _, r in PRESET_ROWS if r["preset"] == "g3_resnet50_places365")
     top1, top5 = places["published"]  # published error (%) and the row's protocol, in the docs' format
     assert f"| `lgm-gcp-eval ResNet50-3G-Places365.pth.tar experiment=g3_resnet50_places365` | {top1:.2f} / " \
            f"{top5:.2f} (10-crop) |" in text
 
 
 def test_an_unknown_metafile_is_one_line_and_no_table_keeps_a_second_copy():
-    with pytest.raises(ConfigError, match="unknown metafile 'nope'; valid: fine_grained, g3net, gcp_study, "):
+    with pytest.raises(ConfigError, match="unknown metafile 'nope'; valid: bilinear, dropcov, fine_grained, g3net, "):
         load_metafile("nope")
     for name in TABLES:
         assert "published:" not in (CONF / "table" / f"{name}.yaml").read_text()
@@ -265,3 +272,26 @@ def test_a_rows_network_facts_come_from_the_files_networks_table_once_per_backbo
         preset_node("toy", meta, {"preset": "b", "choices": {"backbone": "resnet50", "head": "gap"}})
     counts = load_metafile("gcp_study")["networks"]
     assert sum(len(heads) for heads in counts.values()) == 14
+
+
+def test_a_place_row_is_a_number_without_a_preset_placed_by_its_choices():
+    """SoT's published models change the token stem too: its row composes nothing (no experiment preset),
+    is checked for its keys, and lands where a DeiT run with head=sot would."""
+    assert not [p for p in generated_presets() if p.startswith(("sot", "dropcov_deit"))]
+    table = load_table("second_order")
+    assert table.published["SoT DeiT-S (token stem)"]["ImageNet (1-crop)"] == [82.7]
+    from lgm_gcp.config.metafile import PLACED_ROW_KEYS, _check_keys
+
+    with pytest.raises(ConfigError, match="row a: unknown key parameters"):  # a count needs a preset to check it
+        _check_keys("metafile bad, row a", {"name": "a", "place": {}, "parameters": 1}, PLACED_ROW_KEYS)
+
+
+def test_the_table_alone_prints_its_published_numbers(capsys):
+    from lgm_gcp.analysis.table import cli
+
+    cli(["table=second_order"])
+    out = capsys.readouterr().out
+    dropcov = {r.get("preset"): r["published"][0] for r in load_metafile("dropcov")["rows"]}
+    isice = {r["preset"]: r["published"][0] for r in load_metafile("isice")["rows"]}
+    assert f"| DropCov ResNet-50 | missing · paper {dropcov['dropcov_resnet50_imagenet']:.2f} |" in out
+    assert f"| iSICE VGG-16 | missing | missing · paper {isice['isice_vgg16_bn_cub']:.2f}" in out

@@ -281,13 +281,13 @@ def fake_run(folder: Path, status: str, top1: float, top5: float, weights: dict 
 
 def test_table_shows_released_weights_beside_ours_and_the_paper(tmp_path, capsys):
     fake_run(tmp_path / "ours", "finished", 78.0, 93.9)
-    fake_run(tmp_path / "released", "evaluated", 78.5, 94.0, {"source": "released", "layout": "reference"})
+    fake_run(tmp_path / "released", "evaluated", 78.5, 94.1, {"source": "released", "layout": "reference"})
     fake_run(tmp_path / "own_eval", "evaluated", 11.0, 22.0, {"source": "lgm-gcp", "layout": "lgm-gcp"})
     table_cli([str(tmp_path), "table=gcp_imagenet", "--out", str(tmp_path)])
     printed = capsys.readouterr().out
     rows = load_metafile("gcp_study")["rows"]
     top1, top5 = next(r["published"] for r in rows if r["preset"] == "gcp_resnet50_gcp_norm")
-    assert f"78.00 / 93.90 (n=1) · released 78.50 / 94.00 · paper {top1:.2f} / {top5:.2f}" in printed
+    assert f"78.00 / 93.90 (n=1) · released 78.50 / 94.10 · paper {top1:.2f} / {top5:.2f}" in printed
     rows = {(r["row"], r["column"]): r for r in csv.DictReader(open(tmp_path / "gcp_imagenet.csv"))}
     cell = rows[("ResNet-50", "GCP norm")]
     assert (cell["n"], float(cell["test_top1_released"]), float(cell["test_top1_mean"])) == ("1", 78.5, 78.0)

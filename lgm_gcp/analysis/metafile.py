@@ -32,18 +32,20 @@ def table_metrics(table) -> list:
 def published_cells(meta: dict, table) -> dict[str, dict[str, Any]]:
     """{row label: {column label: published}} for a table whose axes (``keys`` -> ``labels``) and
     ``select`` are config-group choices: each row with a number of the table's metrics lands where a run
-    of its preset would."""
+    of its preset would (a ``place`` row, with no preset, where its choices say)."""
     metrics = table_metrics(table)
     cells: dict[str, dict[str, Any]] = {}
     for row in meta["rows"]:
         published = row_published(meta, row, metrics)
         if published is None:
             continue
-        choices = preset_choices(row["preset"])
+        choices = row["place"] if "place" in row else preset_choices(row["preset"])
         if any(key in choices and str(choices[key]) != str(value) for key, value in table.select.items()):
             continue
 
-        def label(axis, preset=row["preset"], choices=choices):
+        name = row.get("preset", row.get("name"))
+
+        def label(axis, preset=name, choices=choices):
             missing = [k for k in axis.keys if k not in choices]
             if missing:
                 raise ConfigError(f"metafile row {preset}: the preset sets no {', '.join(missing)} choice")

@@ -89,11 +89,14 @@ def load_table(name: str) -> TableConfig:
     table = OmegaConf.to_object(merged)
     if table.results not in ("metrics", "robustness"):
         raise ConfigError(f"table {name}: results={table.results!r} is not valid; choose metrics or robustness")
-    if table.metafile:
+    metafiles = ([table.metafile] if table.metafile else []) + list(table.metafiles)
+    if metafiles:
         if table.published:
-            raise ConfigError(f"table {name}: give published numbers in its metafile {table.metafile} or in "
-                              "published:, not both")
-        table.published = published_cells(load_metafile(table.metafile), table)
+            raise ConfigError(f"table {name}: give published numbers in its metafiles {', '.join(metafiles)} or "
+                              "in published:, not both")
+        for meta in metafiles:
+            for row, cells in published_cells(load_metafile(meta), table).items():
+                table.published.setdefault(row, {}).update(cells)
     return table
 
 
@@ -284,8 +287,13 @@ def run_listing(runs: Sequence[Run]) -> str:
     return markdown_table(["run", "status", "test_top1", "test_top5", "best test_top1"], rows) + "\n"
 
 
-def make_table(dirs: Sequence[str | Path], name: str | None, out: Path) -> str:
-    runs = load_runs(dirs)
+def make_table(dirs: Sequence[str | Path], name: str | None, out: Path | None) -> str:
+    """The table (or, without a name, the runs' listing), written under ``out``; with no folders, the
+    published numbers alone, written only where ``out`` is given."""
+    runs = load_runs(dirs) if dirs else []
+    if out is None:
+        table = load_table(name)
+        return render_markdown(table, build_cells(runs, table))
     out.mkdir(parents=True, exist_ok=True)
     if name is None:
         text = run_listing(runs)
@@ -303,15 +311,17 @@ def make_table(dirs: Sequence[str | Path], name: str | None, out: Path) -> str:
 
 def cli(argv=None) -> None:
     parser = one_line_parser("lgm-gcp-table", __doc__.splitlines()[0])
-    parser.add_argument("inputs", nargs="+", help="run or multirun folders, and optionally table=NAME")
+    parser.add_argument("inputs", nargs="+", help="run or multirun folders, and optionally table=NAME "
+                                                  "(alone: the table's published numbers)")
     parser.add_argument("--out", default=None, type=output_path,
                         help="folder for NAME.md/.csv/.png (default: the first folder)")
     args = parser.parse_args(argv)
     names = [a.split("=", 1)[1] for a in args.inputs if a.startswith("table=")]
     dirs = [a for a in args.inputs if not a.startswith("table=")]
-    if not dirs:
-        parser.error("give at least one run or multirun folder")
+    if not dirs and not names:
+        parser.error("give at least one run or multirun folder, or table=NAME for its published numbers")
+    out = Path(args.out) if args.out else (Path(dirs[0]) if dirs else None)
     try:
-        print(make_table(dirs, names[-1] if names else None, Path(args.out or dirs[0])), end="")
+        print(make_table(dirs, names[-1] if names else None, out), end="")
     except UserError as e:
         fail("lgm-gcp-table", e)

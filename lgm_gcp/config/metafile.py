@@ -16,6 +16,10 @@ with ``reference.source`` formatted by the choices, the merged ``vars`` and ``{m
 and ``parameters`` may come from the file's ``networks.<backbone>.<head>``, written once per pair. A part may set
 choices of its own, so one paper's ImageNet and CIFAR recipes are two parts of one file. A row without
 ``choices`` names a preset defined elsewhere: another metafile's row or a YAML in ``conf/experiment/``.
+
+A row with ``place`` instead of ``preset`` is a published number that no preset here reproduces (a model part
+lgm-gcp does not build, or a recipe it does not run): ``name`` labels it, ``place`` gives the config-group
+choices a table places it by, and ``note`` says what is missing. It composes nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from lgm_gcp.config.validate import ConfigError
 from lgm_gcp.options.groups import GROUPS
 
 ROW_KEYS = ("preset", "choices", "parts", "model", "parameters", "published", "results", "released", "protocol")
+PLACED_ROW_KEYS = ("name", "place", "note", "model", "published", "results")
 
 
 def _conf(*parts: str):
@@ -121,7 +126,9 @@ def generated_rows() -> dict:
     for name in metafile_names():
         meta = _read(name)
         for row in meta.get("rows", []):
-            if "choices" in row:
+            if "place" in row:
+                _check_keys(f"metafile {name}, row {row.get('name')}", row, PLACED_ROW_KEYS)
+            elif "choices" in row:
                 rows[row["preset"]] = (name, meta, row)
     return rows
 

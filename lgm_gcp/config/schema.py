@@ -143,6 +143,7 @@ class TableConfig:
     columns: TableAxisConfig = field(default_factory=TableAxisConfig)
     select: Dict[str, str] = field(default_factory=dict)  # only runs with these values
     metafile: Optional[str] = None  # conf/metafile/<name>.yaml: the published numbers, written once there
+    metafiles: List[str] = field(default_factory=list)  # several papers' metafiles in one table
     published: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # row label -> column label -> value
     # published models that no row trains: label -> "value (source)", listed under the table
     references: Dict[str, str] = field(default_factory=dict)
