@@ -311,3 +311,19 @@ def test_each_head_trains_under_autocast_without_nan(name, dtype):
         opt.step()
         assert torch.isfinite(loss)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_pade_root_of_a_training_sized_batch_is_finite_with_every_thread():
+    """(128, 256, 256) float32 covariances of 49 positions, the size MKL's two-thread batched LU failed on
+    ("Parameter 6 was incorrect on entry to SLASWP"): the solve runs on one thread and gives the values the
+    float64 computation gives (Padé is far from √Σ itself here: rank 48 of 256, the near-singular case)."""
+    x = torch.randn(128, 256, 49, generator=torch.Generator().manual_seed(0)).relu()
+    sigma = x @ x.mT / 49
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(threads, 2))
+    try:
+        root = polynomial_sqrt(sigma, "pade")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.isfinite(root).all() and torch.get_num_threads() == threads
+    torch.testing.assert_close(root[:4].double(), polynomial_sqrt(sigma[:4].double(), "pade"), rtol=1e-3, atol=1e-5)

@@ -39,6 +39,8 @@ import functools
 import torch
 from torch.autograd.function import once_differentiable
 
+from lgm_gcp.models.heads.eigen import one_cpu_thread
+
 LYAPUNOV_ITERATIONS = 8  # the reference's fixed count
 
 
@@ -81,7 +83,11 @@ def _polynomial_root(a: torch.Tensor, kind: str) -> torch.Tensor:
         num, den = num + pade_p[k] * power, den + pade_q[k] * power
         if k < len(pade_p) - 1:
             power = power @ z
-    return torch.linalg.solve(den, num)
+    # on one CPU thread: MKL's two-thread batched LU fails on (128, 256, 256) float32 covariances of a training
+    # step ("Parameter 6 was incorrect on entry to SLASWP", then torch's "Pivots given to lu_solve must all be
+    # greater or equal to 1"); one thread solves the same batch
+    with one_cpu_thread(den):
+        return torch.linalg.solve(den, num)
 
 
 def lyapunov_solve(root: torch.Tensor, grad: torch.Tensor, iterations: int = LYAPUNOV_ITERATIONS) -> torch.Tensor:
@@ -146,7 +152,8 @@ class EighPadeRoot(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, sigma: torch.Tensor) -> torch.Tensor:
-        lam, u = torch.linalg.eigh(sigma.double())
+        with one_cpu_thread(sigma):  # eigen.py: MKL's threaded syevd stalls under contention
+            lam, u = torch.linalg.eigh(sigma.double())
         lam = lam.clamp_min(torch.finfo(torch.float64).eps)
         ctx.save_for_backward(lam, u)
         return ((u * lam.sqrt().unsqueeze(-2)) @ u.mT).to(sigma.dtype)
