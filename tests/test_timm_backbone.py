@@ -228,3 +228,22 @@ def test_an_average_pooled_vits_weights_file_fills_its_fc_norm(tmp_path):
                              10, 3)
     torch.testing.assert_close(model.backbone.model.fc_norm.weight, source.fc_norm.weight)
     assert not any("token_norm" in key for key in model.state_dict())
+
+
+def test_sot_on_a_vit_reads_its_class_token_and_on_a_cnn_the_mean_token():
+    """head=sot on a ViT: the trunk hands over (map, class token) and the pooled vector starts with the class
+    token as forward_features gives it (after the final norm); on ConvNeXt, with no class token, the mean of
+    the map's positions stands in."""
+    torch.manual_seed(0)
+    vit = build_model(timm_cfg("test_vit", "head=sot"), 7, 3).eval()
+    assert vit.backbone.return_class_token
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        tokens = vit.backbone.model.forward_features(images)
+        pooled = vit.head.pool(vit.backbone(images))
+    torch.testing.assert_close(pooled[:, :tokens.shape[-1]], tokens[:, 0])
+    cnn = build_model(timm_cfg("test_convnext", "head=sot"), 7, 3).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        maps = cnn.backbone(images)
+        torch.testing.assert_close(cnn.head.pool(maps)[:, :maps.shape[1]], maps.mean((2, 3)))
