@@ -327,3 +327,25 @@ def test_pade_root_of_a_training_sized_batch_is_finite_with_every_thread():
         torch.set_num_threads(threads)
     assert torch.isfinite(root).all() and torch.get_num_threads() == threads
     torch.testing.assert_close(root[:4].double(), polynomial_sqrt(sigma[:4].double(), "pade"), rtol=1e-3, atol=1e-5)
+
+
+def test_isice_recomputing_its_inverses_gives_the_same_gradient_and_saves_fewer_tensors():
+    c = covariance(maps(2, 6, 3, 3))
+    c = c / trace(c)
+    u = torch.rand(6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    grads, saved = [], []
+    for recompute in (False, True):
+        x = c.clone().requires_grad_()
+        count = []
+
+        def pack(t, count=count):
+            count.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = sparse_inverse_covariance(x, u, steps=3, recompute=recompute)
+        (out * torch.arange(out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        grads.append(x.grad)
+        saved.append(sum(count))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-14)
+    assert saved[1] < saved[0] / 3  # 4 inverses x 7 iterations of stored products, against their 4 inputs

@@ -14,8 +14,10 @@ out = P_n / √tr P_n -> upper triangle (B, d(d+1)/2). Gradients: autograd throu
 (the reference's hand-written inverse-root backward returns the transposed gradient, fast-MPN-COV issue 28;
 every use here is symmetrised, so the two agree).
 
-Defaults: n = 5, λ = 0.01, η = 1.0: ``train_iSICE_model.sh``, the script "used in the paper"
-(``main.py`` defaults η to 5.0). Departures: n = 1 divides by zero in the reference (η_0 = η·(1 − 0/0));
+Defaults: n = 5, λ = 0.01, η = 5.0: ``main.py``'s, which the README's command for the published fine-grained
+rows keeps (``train_iSICE_model.sh`` sets η = 1.0 for its ConvNeXt-T recipe). ``recompute`` (default on)
+runs each inverse's iterations again in the backward instead of storing them (same gradient).
+Departures: n = 1 divides by zero in the reference (η_0 = η·(1 − 0/0));
 here a single step takes the full η. n = 0 gives the regularised precision P₀ alone (the paper's
 "Precision Ω" rows, normalised like the rest). The output normalisation follows the code's last revision
 (P/√tr P; earlier revisions divided by tr P or tr Σ); which one produced the published numbers is not
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lgm_gcp.models.heads.base import Activation, Bottleneck, DropRate, MLPNorm, MLPWidths, PoolingHead, ReduceInit
 from lgm_gcp.models.heads.covariance import covariance, reduction_block, triu_vec
@@ -53,13 +56,21 @@ def newton_schulz_inverse_root(x: torch.Tensor, iterations: int = 7) -> torch.Te
 
 
 def sparse_inverse_covariance(c: torch.Tensor, u: torch.Tensor, steps: int = 5, sparsity: float = 0.01,
-                              step_size: float = 1.0, ns_iterations: int = 7) -> torch.Tensor:
-    """iSICE's solver: trace-normalised covariances c (B, d, d), regulariser draw u (d,) -> P_n / √tr P_n."""
+                              step_size: float = 1.0, ns_iterations: int = 7, recompute: bool = False) -> torch.Tensor:
+    """iSICE's solver: trace-normalised covariances c (B, d, d), regulariser draw u (d,) -> P_n / √tr P_n.
+    ``recompute``: keep only each inverse's input for the backward and run its K iterations again there
+    (``torch.utils.checkpoint``): the same gradient, about a third more time, and of the (B, d, d) tensors
+    autograd would hold (three per iteration, K = 7, for each of the n + 1 inverses) one per inverse."""
     reg = 1e-10 + 1e-9 * torch.diag(u.to(c.dtype))
 
-    def inverse(s):
+    def plain_inverse(s):
         z = newton_schulz_inverse_root(s + reg, ns_iterations)
         return z @ z
+
+    def inverse(s):
+        if recompute and torch.is_grad_enabled() and s.requires_grad:
+            return checkpoint(plain_inverse, s, use_reentrant=False)
+        return plain_inverse(s)
 
     p = inverse(c)
     sym_c = 0.5 * (c + c.mT)
@@ -76,9 +87,11 @@ def sparse_inverse_covariance(c: torch.Tensor, u: torch.Tensor, steps: int = 5, 
 class SparseInverseCovariance(nn.Module):
     """(B, d, h, w) -> (B, d(d+1)/2)."""
 
-    def __init__(self, steps: int = 5, sparsity: float = 0.01, step_size: float = 1.0, ns_iterations: int = 7):
+    def __init__(self, steps: int = 5, sparsity: float = 0.01, step_size: float = 1.0, ns_iterations: int = 7,
+                 recompute: bool = True):
         super().__init__()
         self.steps, self.sparsity, self.step_size, self.ns_iterations = steps, sparsity, step_size, ns_iterations
+        self.recompute = recompute
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         with torch.autocast(maps.device.type, enabled=False):
@@ -86,7 +99,7 @@ class SparseInverseCovariance(nn.Module):
             sigma = covariance(x)
             u = torch.rand(sigma.shape[-1], device=sigma.device, dtype=sigma.dtype)
             p = sparse_inverse_covariance(sigma / trace(sigma), u, self.steps, self.sparsity, self.step_size,
-                                          self.ns_iterations)
+                                          self.ns_iterations, self.recompute)
             return triu_vec(p)
 
 
@@ -97,12 +110,13 @@ class ISICEHead(PoolingHead):
     min_positions = 2  # a covariance of one position is zero
 
     def __init__(self, in_channels: int, dim: Count = 256, steps: Index = 5, sparsity: NonNeg = 0.01,
-                 step_size: NonNeg = 1.0, ns_iterations: Count = 7, activation: Activation = "relu",
+                 step_size: NonNeg = 5.0, ns_iterations: Count = 7, recompute: bool = True,
+                 activation: Activation = "relu",
                  reduce_init: ReduceInit = "kaiming", dropout: DropRate = 0.0, mlp: MLPWidths = (),
                  mlp_norm: MLPNorm = False, bottleneck: Bottleneck = None):
         super().__init__()
         self.reduce = reduction_block(in_channels, dim, activation, reduce_init)
-        self.sice = SparseInverseCovariance(steps, sparsity, step_size, ns_iterations)
+        self.sice = SparseInverseCovariance(steps, sparsity, step_size, ns_iterations, recompute)
         self.pool = self._pool
         self._finish(dim * (dim + 1) // 2, dropout, mlp, mlp_norm, bottleneck)
 
