@@ -7,8 +7,8 @@ demo's accuracy, or is it refused in one line? The table behind docs/benchmarks.
 
 Each run is the CLI's: the composed config with the one override, the start-up checks ``lgm-gcp-train`` makes
 (``check_before_spawning``: the dataset's files, the network on the meta device), then ``run`` in a temporary
-folder (the working directory too, so MLflow's default store lands there). A backbone refused for the image
-size is run again at the size its line names (``dataset.input_size``), and the table says so. About an hour on
+folder (the working directory too, so MLflow's default store lands there). A backbone or head refused for the
+image size is run again at the size its line names (``dataset.input_size``), and the table says so. About an hour on
 2 CPU cores for every group; ``--groups`` runs part of it.
 """
 
@@ -113,9 +113,9 @@ def main():
             added = EXTRA.get(choice, [])
             result = attempt([choice, *added, *common])
             first = result.get("refused")
-            for _ in range(3):  # a backbone is trained at the size its refusal names (the map, then the stride)
+            for _ in range(3):  # a backbone or head is trained at the size its refusal names (the map, the stride)
                 size = re.search(r"set dataset\.input_size=(\d+)", result.get("refused", ""))
-                if not (size and group == "backbone"):
+                if not (size and group in ("backbone", "head")):
                     break
                 added = [a for a in added if not a.startswith("dataset.input_size=")]
                 added.append(f"dataset.input_size={size.group(1)}")
