@@ -43,6 +43,16 @@ def pooled(head):
     return lambda x: head.pool(x)
 
 
+def seeded(fn, seed=0):
+    """fn with the global RNG reseeded on every call (and restored after): the same draws each time, as
+    gradcheck's repeated calls and a reference compared on the same dropout mask need."""
+    def run(*args):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return fn(*args)
+    return run
+
+
 # ------------------------------------------------------------------ square roots of the GCP head
 
 
@@ -165,14 +175,7 @@ def test_isice_one_step_takes_the_full_step_where_the_reference_divides_by_zero(
 def test_isice_gradcheck_with_its_regulariser_fixed():
     torch.manual_seed(0)
     head = ISICEHead(4, dim=3, steps=2).double()
-    x = maps(1, 4, 2, 3).requires_grad_()
-
-    def fixed_draw(m):
-        with torch.random.fork_rng():
-            torch.manual_seed(5)
-            return head.pool(m)
-
-    assert torch.autograd.gradcheck(fixed_draw, (x,))
+    assert torch.autograd.gradcheck(seeded(head.pool, 5), (maps(1, 4, 2, 3).requires_grad_(),))
 
 
 # ------------------------------------------------------------------ DropCov
@@ -187,16 +190,8 @@ def test_dropcov_training_forward_equals_resnet_acd_with_the_same_draw(dtype):
     head.drop.eca.weight.data = torch.tensor([[[0.0, -10.0, 0.0]]], dtype=dtype)
     g = torch.Generator().manual_seed(1)
     x = (torch.randn(3, 16, 7, 7, generator=g).relu() * torch.rand(1, 16, 1, 1, generator=g) ** 4).to(dtype)
-
-    def seeded(fn):
-        def run(m):
-            with torch.random.fork_rng():
-                torch.manual_seed(7)
-                return fn(m)
-        return run
-
     eca = head.drop.eca.weight.detach()
-    assert_same(seeded(lambda m: head.cov(head.drop(m))), seeded(lambda m: ref.dropcov_train(m, eca)), x, dtype)
+    assert_same(seeded(lambda m: head.cov(head.drop(m)), 7), seeded(lambda m: ref.dropcov_train(m, eca), 7), x, dtype)
     assert 0.0 < head.drop.last_rate < 1.0
 
 
@@ -208,14 +203,7 @@ def test_dropcov_eval_is_the_plain_covariance_triangle():
 
 def test_dropcov_gradcheck_with_the_draw_fixed():
     head = DropCovHead(4, dim=3).double().train()
-    x = maps(2, 4, 3, 3).requires_grad_()
-
-    def fixed_draw(m):
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            return head.pool(m)
-
-    assert torch.autograd.gradcheck(fixed_draw, (x,))
+    assert torch.autograd.gradcheck(seeded(head.pool), (maps(2, 4, 3, 3).requires_grad_(),))
 
 
 # ------------------------------------------------------------------ SoT / DropCov's ViT head
