@@ -111,7 +111,7 @@ def main():
             if args.only and choice not in args.only:
                 continue
             added = EXTRA.get(choice, [])
-            result = attempt([choice, *added, *common])
+            result = attempt([choice, *common, *added])
             first = result.get("refused")
             for _ in range(3):  # a backbone or head is trained at the size its refusal names (the map, the stride)
                 size = re.search(r"set dataset\.input_size=(\d+)", result.get("refused", ""))
@@ -119,7 +119,7 @@ def main():
                     break
                 added = [a for a in added if not a.startswith("dataset.input_size=")]
                 added.append(f"dataset.input_size={size.group(1)}")
-                result = {**attempt([choice, *added, *common]), "refused_at_defaults": first}
+                result = {**attempt([choice, *common, *added]), "refused_at_defaults": first}
             row = {"option": choice, "added": added, **result}
             print(markdown_row(cells(row)), flush=True)
             if args.out:
