@@ -178,7 +178,8 @@ def cbp(maps: torch.Tensor, proj_dim: int = 8192, thresh: float = 1e-8) -> torch
     sparse = []
     for hk, wk in zip(hashes, weights):
         indices = torch.cat((torch.arange(d).reshape(1, -1), hk.reshape(1, -1)), dim=0)
-        sparse.append(torch.sparse_coo_tensor(indices, wk, (d, proj_dim)).to_dense().to(maps.dtype))
+        dense = torch.sparse_coo_tensor(indices, wk, (d, proj_dim), check_invariants=True).to_dense()
+        sparse.append(dense.to(maps.dtype))
     x_flat = maps.permute(0, 2, 3, 1).contiguous().view(-1, d)
     rows = []
     for img in range(b):
