@@ -30,9 +30,18 @@ def timm_cfg(name, *overrides, side=None):
                     *family, *overrides)
 
 
-@pytest.mark.parametrize("loss", conf_options("loss"))
-@pytest.mark.parametrize("head", conf_options("head"))
-@pytest.mark.parametrize("name", FAMILIES)
+# issue 40's heads: with softmax on every family and with every loss on the ViT in the fast tier, the rest slow
+SECOND_ORDER = {"bcnn", "cbp", "dropcov", "dropcov128", "dropcov_vit", "isice", "sot"}
+
+
+def family_head_loss_params():
+    return [pytest.param(name, head, loss, id=f"{name}-{head}-{loss}",
+                         marks=[pytest.mark.slow] if head in SECOND_ORDER and loss != "softmax"
+                         and name != "test_vit" else [])
+            for name in FAMILIES for head in conf_options("head") for loss in conf_options("loss")]
+
+
+@pytest.mark.parametrize("name,head,loss", family_head_loss_params())
 def test_every_head_and_loss_on_four_timm_families_trains_every_parameter(name, head, loss):
     """One training step of 4 images reaches every parameter of trunk, head and classifier (GCP at
     d = 8 to stay small; 3G's zero-initialised gate would leave its inner convs without gradient at step 0,
