@@ -19,6 +19,12 @@ Activation = Annotated[Literal["relu", "relu6"], RECIPE]  # of the 1x1 reduction
 ReduceInit = Annotated[Literal["kaiming", "default"], RECIPE]  # the 1x1 reduction conv's init
 
 
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, or as it is if already float32 or float64: the matrix parts of the second-order heads
+    run there with autocast off (a trace-normalised eigenvalue of ~1/d is poorly held by fp16)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 class PoolingHead(nn.Module):
     """Subclasses set ``self.pool`` (maps -> (B, pooled_features)) and call ``_finish(pooled_features)``.
 

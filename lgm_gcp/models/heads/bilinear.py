@@ -24,7 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgm_gcp.models.heads.base import Activation, Bottleneck, DropRate, MLPNorm, MLPWidths, PoolingHead, ReduceInit
+from lgm_gcp.models.heads.base import (
+    Activation,
+    Bottleneck,
+    DropRate,
+    MLPNorm,
+    MLPWidths,
+    PoolingHead,
+    ReduceInit,
+    full_precision,
+)
 from lgm_gcp.models.heads.covariance import reduction_block
 from lgm_gcp.options.fields import Count, Positive
 
@@ -32,10 +41,6 @@ from lgm_gcp.options.fields import Count, Positive
 def signed_sqrt_l2(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """(B, D) -> ℓ2-normalised sign(x)·√(|x| + eps)."""
     return F.normalize(x.sign() * (x.abs() + eps).sqrt(), dim=1)
-
-
-def full_precision(maps: torch.Tensor) -> torch.Tensor:
-    return maps if maps.dtype in (torch.float32, torch.float64) else maps.float()
 
 
 class BilinearPool(nn.Module):

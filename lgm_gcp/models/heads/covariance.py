@@ -43,7 +43,16 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from lgm_gcp.errors import ConfigError
-from lgm_gcp.models.heads.base import Activation, Bottleneck, DropRate, MLPNorm, MLPWidths, PoolingHead, ReduceInit
+from lgm_gcp.models.heads.base import (
+    Activation,
+    Bottleneck,
+    DropRate,
+    MLPNorm,
+    MLPWidths,
+    PoolingHead,
+    ReduceInit,
+    full_precision,
+)
 from lgm_gcp.models.heads.eigen import safe_eigh
 from lgm_gcp.models.heads.gram import gram_isqrt
 from lgm_gcp.models.heads.roots import polynomial_sqrt, svd_pade_sqrt
@@ -276,7 +285,7 @@ class CovarianceSqrt(nn.Module):
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         with torch.autocast(maps.device.type, enabled=False):
-            x = maps if maps.dtype in (torch.float32, torch.float64) else maps.float()
+            x = full_precision(maps)
             feats = x.reshape(x.shape[0], x.shape[1], -1)
             algorithm = resolve_algorithm(self.algorithm, feats.shape[1], feats.shape[2], x.is_cuda)
             if self.sqrt == "newton_schulz" and algorithm == "gram":

@@ -25,7 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgm_gcp.models.heads.base import Activation, Bottleneck, DropRate, MLPNorm, MLPWidths, PoolingHead, ReduceInit
+from lgm_gcp.models.heads.base import (
+    Activation,
+    Bottleneck,
+    DropRate,
+    MLPNorm,
+    MLPWidths,
+    PoolingHead,
+    ReduceInit,
+    full_precision,
+)
 from lgm_gcp.models.heads.covariance import covariance, reduction_block, triu_vec
 from lgm_gcp.options.fields import Count, Positive
 
@@ -45,7 +54,7 @@ class AdaptiveChannelDropout(nn.Module):
 
     def rate(self, x: torch.Tensor, y: torch.Tensor) -> float:
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-            row_sums = covariance(x.float() if x.dtype not in (torch.float32, torch.float64) else x).sum(-1)
+            row_sums = covariance(full_precision(x)).sum(-1)
             cosine = F.cosine_similarity(y.to(row_sums.dtype), row_sums, dim=1, eps=0.0)
             return float((1.0 - self.rate_scale * cosine.mean()).clamp(0.0, 1.0))
 
@@ -63,8 +72,7 @@ class CovarianceTriangle(nn.Module):
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         with torch.autocast(maps.device.type, enabled=False):
-            x = maps if maps.dtype in (torch.float32, torch.float64) else maps.float()
-            return triu_vec(covariance(x))
+            return triu_vec(covariance(full_precision(maps)))
 
 
 class DropCovHead(PoolingHead):

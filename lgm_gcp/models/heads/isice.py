@@ -30,7 +30,16 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lgm_gcp.models.heads.base import Activation, Bottleneck, DropRate, MLPNorm, MLPWidths, PoolingHead, ReduceInit
+from lgm_gcp.models.heads.base import (
+    Activation,
+    Bottleneck,
+    DropRate,
+    MLPNorm,
+    MLPWidths,
+    PoolingHead,
+    ReduceInit,
+    full_precision,
+)
 from lgm_gcp.models.heads.covariance import covariance, reduction_block, triu_vec
 from lgm_gcp.options.fields import Count, Index, NonNeg
 
@@ -95,8 +104,7 @@ class SparseInverseCovariance(nn.Module):
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         with torch.autocast(maps.device.type, enabled=False):
-            x = maps if maps.dtype in (torch.float32, torch.float64) else maps.float()
-            sigma = covariance(x)
+            sigma = covariance(full_precision(maps))
             u = torch.rand(sigma.shape[-1], device=sigma.device, dtype=sigma.dtype)
             p = sparse_inverse_covariance(sigma / trace(sigma), u, self.steps, self.sparsity, self.step_size,
                                           self.ns_iterations, self.recompute)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgm_gcp.models.heads.base import Bottleneck, DropRate, MLPNorm, MLPWidths, PoolingHead
+from lgm_gcp.models.heads.base import Bottleneck, DropRate, MLPNorm, MLPWidths, PoolingHead, full_precision
 from lgm_gcp.options.fields import Count, Positive
 
 Norm = Literal["svpn", "none"]
@@ -90,7 +90,7 @@ class CrossCovariancePool(nn.Module):
             mask = F.dropout(q.new_ones(b * self.heads, n, 1), self.token_dropout)
             q, k = q * mask, k * mask
         with torch.autocast(tokens.device.type, enabled=False):  # the matrix part in float32 (or float64)
-            q, k = (t if t.dtype in (torch.float32, torch.float64) else t.float() for t in (q, k))
+            q, k = full_precision(q), full_precision(k)
             s = self._centred(q).mT @ self._centred(k) / n
             return self.cross_dropout(self.norm(s).reshape(b, -1))
 
