@@ -12,7 +12,7 @@ skips the batches already done).
 from __future__ import annotations
 
 import abc
-from typing import Annotated, Iterator, Literal, Optional, Sequence, Tuple
+from typing import Annotated, Iterator, List, Literal, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +88,9 @@ class InMemoryData(abc.ABC):
     keep it (CIFAR at 128: 391 steps); under DDP one with fewer images than processes is dropped.
     ``val_fraction``: hold out this fraction of every class of the training set (fixed seed 0) as a
     validation set, evaluated each epoch as val_*; it picks the best epoch (best.pt) instead of the test set.
+    ``known_classes``: train and test on these classes only, relabelled 0..K-1 in the order given (an
+    open-set split, as Neal et al.'s 6 known MNIST digits); the test images of the other classes are kept
+    apart as ``unknown_x`` for ``lgm-gcp-detect --inputs unknown``. None keeps every class.
     ``input_size``: the side the network sees; after augmentation every batch is resized bilinearly from
     ``image_size`` to it (a timm trunk whose stride 32 leaves nothing of a 28-pixel image takes
     ``dataset.input_size=64``); None keeps ``image_size``.
@@ -117,6 +120,7 @@ class InMemoryData(abc.ABC):
         drop_last: bool = False,
         val_fraction: Annotated[float, DROP_RATE] = 0.0,
         input_size: Optional[Count] = None,
+        known_classes: Optional[List[int]] = None,
     ):
         if ten_crop or mirror:
             raise ConfigError(f"eval.{'ten_crop' if ten_crop else 'mirror'}=true needs an image-folder dataset "
@@ -131,6 +135,9 @@ class InMemoryData(abc.ABC):
         self.pad, self.pad_mode, self.flip, self.device_augment = pad, pad_mode, flip, device_augment
         self.train_x, self.train_y, self.test_x, self.test_y = self.load()
         self._check()
+        self.unknown_x = None
+        if known_classes is not None:
+            self._keep_known(list(known_classes))
         self.val_x = self.val_y = None
         if val_fraction:
             self._hold_out(val_fraction)
@@ -148,6 +155,22 @@ class InMemoryData(abc.ABC):
             if top >= self.num_classes:
                 raise DatasetError(f"{self.name} {split} labels reach {top}, "
                                    f"but dataset.num_classes={self.num_classes}")
+
+    def _keep_known(self, known: list) -> None:
+        """Keep the classes ``known`` (relabelled by their position in it); the other classes' test images
+        become ``unknown_x``, their training images are dropped."""
+        if not known or len(set(known)) != len(known) or not all(0 <= int(k) < self.num_classes for k in known):
+            raise ConfigError(f"dataset.known_classes={known}: give distinct class indices in "
+                              f"[0, {self.num_classes - 1}]")
+        if len(known) == self.num_classes:
+            raise ConfigError(f"dataset.known_classes={known} names every class; leave it out (null) to train on all")
+        relabel = torch.full((self.num_classes,), -1, dtype=torch.int64)
+        relabel[torch.tensor(known)] = torch.arange(len(known))
+        train, test = relabel[self.train_y], relabel[self.test_y]
+        self.unknown_x = self.test_x[test < 0]
+        self.train_x, self.train_y = self.train_x[train >= 0], train[train >= 0]
+        self.test_x, self.test_y = self.test_x[test >= 0], test[test >= 0]
+        self.num_classes = len(known)
 
     def _hold_out(self, fraction: float) -> None:
         """Move round(fraction · n_c) images of every class c from the training set to a validation set,
