@@ -36,7 +36,7 @@ run_of() {  # run_of SWEEP_DIR KEY=VALUE...: the job folder whose name holds eve
 }
 for seed in ${seeds//,/ }; do
   lgm-gcp-detect "$(run_of "$out/grid" head=gap loss=lgm "seed=$seed")" \
-    "$(run_of "$out/grid" head=gap loss=softmax "seed=$seed")" --attacks fgsm bim pgd --epsilon 0.05 0.1 \
+    "$(run_of "$out/grid" head=gap loss=softmax "seed=$seed")" --inputs fgsm bim pgd --epsilon 0.05 0.1 \
     --max-images "${DETECT_IMAGES:-500}" --out "$out/detect_seed$seed.md"
   gap=$(run_of "$out/grid" head=gap loss=softmax "seed=$seed")
   lgm-gcp-robustness "$(run_of "$out/grid" head=gcp loss=softmax "seed=$seed")" "$gap" --baseline "$gap" \

@@ -247,7 +247,7 @@ def garbage(path: Path, text: str = "{{{: not yaml [") -> Path:
 def entry(name):
     import importlib
 
-    module = {"table": "lgm_gcp.analysis.table", "detect": "lgm_gcp.analysis.detect",
+    module = {"table": "lgm_gcp.analysis.table", "detect": "lgm_gcp.detection.evaluate",
               "features": "lgm_gcp.analysis.features", "plot_lr": "lgm_gcp.schedules.plot",
               "convert": "lgm_gcp.weights.files", "export": "lgm_gcp.weights.export",
               "robustness": "lgm_gcp.robustness.evaluate"}[name]

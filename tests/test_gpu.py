@@ -101,18 +101,19 @@ def test_image_folder_batches_are_pinned_and_arrive_on_cuda(tmp_path):
 
 
 def test_analysis_commands_default_to_cuda(tmp_path, capsys):
-    from lgm_gcp.analysis.detect import cli as detect_cli
     from lgm_gcp.analysis.features import cli as features_cli
     from lgm_gcp.analysis.runs import resolve_device
+    from lgm_gcp.detection.evaluate import cli as detect_cli
     from lgm_gcp.robustness.evaluate import cli as robustness_cli
 
     assert resolve_device("auto").type == "cuda"
     run(resolved(*CUDA_RUN, "experiment=digits_lgm_2d"), tmp_path / "run")
     features_cli([str(tmp_path / "run")])
-    detect_cli([str(tmp_path / "run"), "--max-images", "64", "--attacks", "fgsm", "bim", "--steps", "2"])
+    detect_cli([str(tmp_path / "run"), "--max-images", "64", "--inputs", "fgsm", "bim", "cw", "uniform",
+                "--steps", "2"])
     robustness_cli([str(tmp_path / "run"), "--baseline", "none", "--corruptions", "gaussian_noise",
                     "--severities", "1", "--perturbations", "--max-images", "64"])
     assert (tmp_path / "run" / "features.png").is_file()
     result = json.loads((tmp_path / "run" / "detect.json").read_text())
-    assert result["images"] == 64 and all(e["pairs"] >= 0 for e in result["results"])
+    assert result["images"] == 64 and all(e["abnormal"] >= 0 for e in result["results"])
     assert os.path.getsize(tmp_path / "run" / "robustness.json") > 0
