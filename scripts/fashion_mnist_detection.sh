@@ -5,13 +5,13 @@
 #   open set   the same losses x GAP on 6 known classes (T-shirt, trouser, pullover, dress, coat, sandal); shirt,
 #              sneaker, bag and ankle boot held out                        -> $out/open_set
 #   detection  lgm-gcp-detect on every run (each detector x input set: attacks and OOD sets on the grid, the
-#              held-out classes and OOD sets on the open set; DETECT_IMAGES (400) clean test images,
-#              FIT_IMAGES (5000) training images to fit on)              -> RUN/detect.json, RUN/detect_roc.png
+#              held-out classes and OOD sets on the open set; DETECT_IMAGES (400) clean test images, GCP_DETECT_IMAGES
+#              (200) on the GCP runs, whose attacks cost 3x; FIT_IMAGES (5000) training images to fit on)              -> RUN/detect.json, RUN/detect_roc.png
 #   summary    scripts/detection_summary.py: the tables with mean ± std over seeds, and L-GM's likelihood
 #              against the best other detector per input set             -> $out/summary.md
 # The network is the claims script's: small_cnn 16-32-64, batch 128, cosine LR from 0.1. A stage whose runs
 # are all there is skipped (a run with detect.json is not detected again), so the script resumes.
-#   bash scripts/fashion_mnist_detection.sh   # env: SEEDS EPOCHS DETECT_IMAGES FIT_IMAGES OUT
+#   bash scripts/fashion_mnist_detection.sh   # env: SEEDS EPOCHS DETECT_IMAGES GCP_DETECT_IMAGES FIT_IMAGES OUT
 set -euo pipefail
 out=${OUT:-outputs/detection/fashion_mnist}
 seeds=${SEEDS:-0,1,2}
@@ -32,8 +32,9 @@ detectors=(lgm msp maxlogit entropy energy odin mahalanobis rmd vim knn kde)
 detect() {  # detect SWEEP INPUTS...: every run of the sweep without a detect.json
   for run in "$out/$1"/*/; do
     [ -f "$run/detect.json" ] || [ ! -f "$run/metrics.json" ] && continue
+    case "$run" in *head=gcp*) images=${GCP_DETECT_IMAGES:-200};; *) images=${DETECT_IMAGES:-400};; esac
     lgm-gcp-detect "$run" --detectors "${detectors[@]}" --inputs "${@:2}" --epsilon 0.1 --l2-epsilon 2 \
-      --max-images "${DETECT_IMAGES:-400}" --fit-images "${FIT_IMAGES:-5000}" --out "$run/detect_table.md" > /dev/null
+      --max-images "$images" --fit-images "${FIT_IMAGES:-5000}" --out "$run/detect_table.md" > /dev/null
   done
 }
 detect grid fgsm pgd cw deepfool digits uniform gaussian corrupted

@@ -13,7 +13,7 @@ from lgm_gcp.analysis.runs import load_run
 from lgm_gcp.detection import detectors as D
 from lgm_gcp.detection.attacks import attack, fgsm, iterative
 from lgm_gcp.detection.evaluate import cli as detect_cli
-from lgm_gcp.detection.evaluate import detect, table
+from lgm_gcp.detection.evaluate import detect, group_labels, table
 from lgm_gcp.detection.metrics import ood_metrics
 from lgm_gcp.engine.train import run
 from lgm_gcp.losses.lgm import LGMLoss
@@ -195,6 +195,7 @@ def test_l2_attacks_stay_in_their_ball_and_in_the_pixel_range(loaded, name):
 
 # -------------------------------------------------------------------------------------- open set
 def test_known_classes_relabel_and_keep_the_rest_as_unknown():
+    from lgm_gcp.errors import ConfigError
     from lgm_gcp.options.instantiate import instantiate
 
     whole = instantiate(resolved()["dataset"])
@@ -203,6 +204,8 @@ def test_known_classes_relabel_and_keep_the_rest_as_unknown():
     assert torch.equal(data.test_x[data.test_y == 0], whole.test_x[whole.test_y == 7])
     assert torch.equal(data.unknown_x, whole.test_x[(whole.test_y != 7) & (whole.test_y != 2)])
     assert len(data.train_y) == int(((whole.train_y == 7) | (whole.train_y == 2)).sum())
+    with pytest.raises(ConfigError, match=r"dataset.known_classes=\[3, 10\]: give distinct class indices in \[0, 9\]"):
+        instantiate(resolved("dataset.known_classes=[3,10]")["dataset"])
 
 
 # ------------------------------------------------------------------------------------- end to end
@@ -245,7 +248,7 @@ def test_detect_reports_what_an_independent_computation_gives(lgm_2d_run, capsys
     assert (lgm_2d_run / "detect_roc.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_table_pools_the_seeds_of_a_run_into_mean_and_spread():
+def test_table_pools_the_seeds_of_a_run_into_mean_and_spread(tmp_path):
     """Two runs that differ only in seed=N are one row: AUROC 0.80 and 0.90 -> 85.0 ± 7.1 (sample std
     √((0.05² + 0.05²)/1) = 0.0707)."""
     def result(seed, auroc):
@@ -255,6 +258,12 @@ def test_table_pools_the_seeds_of_a_run_into_mean_and_spread():
 
     text = table([result(0, 0.8), result(1, 0.9)])
     assert "| loss=lgm | digits | 2 | 10 | 85.0 ± 7.1 |" in text and "Abnormal inputs are the positives" in text
+    runs = [tmp_path / f"seed{s}" for s in (0, 1)]
+    for run_dir, seed, loss in zip(runs, (0, 1), ("lgm", "softmax")):  # labels: the overrides not all runs share
+        run_dir.mkdir()
+        (run_dir / "overrides.yaml").write_text(f"- loss={loss}\n- head=gap\n- seed={seed}\n")
+    assert group_labels([str(r) for r in runs]) == ["loss=lgm", "loss=softmax"]
+    assert group_labels([str(runs[0])]) == ["seed0"]
 
 
 def test_cli_without_the_ood_extra_is_one_line(lgm_2d_run, monkeypatch, capsys):

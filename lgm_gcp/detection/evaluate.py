@@ -59,16 +59,17 @@ def detect(run_dir: str | Path, detectors=DEFAULT_DETECTORS, inputs=DEFAULT_INPU
     cfg, data, model = load_run(run_dir, device=device)
     fit_x, fit_y = _first(_train_batches(data), fit_images)
     fit_z = _batched(model.features, fit_x.to(device))
+    feature_dim = fit_z.shape[1]
     chosen = {}
     for name in detectors:
-        why = D.why_not(name, model.criterion, fit_z.shape[1], max_cov_dim)
+        why = D.why_not(name, model.criterion, feature_dim, max_cov_dim)
         if why:
             say(f"lgm-gcp-detect: {run_dir.name}: {why}")
             continue
         if name == "knn" and len(fit_y) < knn_k:
             say(f"lgm-gcp-detect: {run_dir.name}: knn: {len(fit_y)} fit images for k = {knn_k}; lower --knn-k")
             continue
-        chosen[name] = D.build(name, model, fit_z.shape[1], std=data.std.flatten().tolist(), bandwidth=bandwidth,
+        chosen[name] = D.build(name, model, feature_dim, std=data.std.flatten().tolist(), bandwidth=bandwidth,
                                knn_k=knn_k, max_cov_dim=max_cov_dim, seed=seed)
         if getattr(chosen[name], "requires_fit", False):
             chosen[name].fit_features(fit_z, fit_y.to(device))
@@ -79,7 +80,9 @@ def detect(run_dir: str | Path, detectors=DEFAULT_DETECTORS, inputs=DEFAULT_INPU
     clean = I.Clean(model, data, images, labels, mean, std, seed)
     clean_scores, predicted = _scores(chosen, model, images)
     result = {"run_dir": str(run_dir), "seed": cfg.get("seed"), "detectors": list(chosen), "keep": keep,
-              "images": len(labels), "fit_images": len(fit_y), "feature_dim": int(model.features(images[:1]).shape[1]),
+              "images": len(labels), "fit_images": len(fit_y),
+              "fit_set": "training images" if hasattr(data, "train_x") else "augmented training batches (seed 0)",
+              "feature_dim": int(feature_dim),
               "clean_accuracy": 100 * (predicted == labels).double().mean().item(), "convention": CONVENTION,
               "results": []}
     curves = {}
@@ -143,7 +146,11 @@ def _perturbation(delta: torch.Tensor, std: torch.Tensor) -> dict:
 
 
 def _train_batches(data):
-    """Un-augmented training images in order (the detectors' fit set)."""
+    """The detectors' fit set: un-augmented training images in order where the dataset holds them in memory;
+    an image-folder dataset's first training epoch (seed 0) otherwise, with its training augmentation."""
+    if not hasattr(data, "train_x"):
+        yield from data.train_batches(256, seed=0, epoch=0)
+        return
     for i in range(0, len(data.train_y), 256):
         yield data.normalize(data.train_x[i:i + 256]), data.train_y[i:i + 256]
 
@@ -173,7 +180,7 @@ def group_labels(run_dirs: list) -> list:
 
     lists = [overrides(r) for r in run_dirs]
     known = [o for o in lists if o is not None]
-    shared = set.intersection(*map(set, known)) if len(known) > 1 else set()
+    shared = set.intersection(*map(set, known)) if known else set()  # one run: its folder's name
     labels = []
     for run_dir, items in zip(run_dirs, lists):
         name = re.sub(r"(^|,)seed=\d+(?=,|$)", "", Path(run_dir).name).strip(",") or Path(run_dir).name
