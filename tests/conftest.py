@@ -42,6 +42,17 @@ def resolved(*overrides) -> dict:
     return OmegaConf.to_container(compose(*overrides), resolve=True)
 
 
+@pytest.fixture(scope="session")
+def lgm_2d_run(tmp_path_factory):
+    """A tiny real L-GM run with a 2-D feature (4 epochs on the digits), for the analysis commands."""
+    from lgm_gcp.engine.train import run
+
+    run_dir = tmp_path_factory.mktemp("lgm2d")
+    run(resolved("experiment=digits_lgm_2d", "backbone.widths=[8,16]", "trainer.max_epochs=4",
+                 "trainer.progress=false"), run_dir)
+    return run_dir
+
+
 @pytest.fixture
 def tiny_cfg():
     """A resolved digits config that trains in about a second."""

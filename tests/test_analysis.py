@@ -10,14 +10,6 @@ from lgm_gcp.engine.train import run
 from conftest import resolved
 
 
-@pytest.fixture(scope="module")
-def lgm_2d_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("lgm2d")
-    run(resolved("experiment=digits_lgm_2d", "backbone.widths=[8,16]", "trainer.max_epochs=4",
-                 "trainer.progress=false"), run_dir)
-    return run_dir
-
-
 def test_feature_plot_and_its_dimension_check(lgm_2d_run, tmp_path):
     out = plot_features(lgm_2d_run)
     assert out.read_bytes()[:4] == b"\x89PNG"

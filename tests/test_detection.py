@@ -15,18 +15,9 @@ from lgm_gcp.detection.attacks import attack, fgsm, iterative
 from lgm_gcp.detection.evaluate import cli as detect_cli
 from lgm_gcp.detection.evaluate import detect, group_labels, table
 from lgm_gcp.detection.metrics import ood_metrics
-from lgm_gcp.engine.train import run
 from lgm_gcp.losses.lgm import LGMLoss
 
 from conftest import resolved
-
-
-@pytest.fixture(scope="module")
-def lgm_2d_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("lgm2d")
-    run(resolved("experiment=digits_lgm_2d", "backbone.widths=[8,16]", "trainer.max_epochs=4",
-                 "trainer.progress=false"), run_dir)
-    return run_dir
 
 
 @pytest.fixture(scope="module")
