@@ -195,6 +195,14 @@ def test_known_classes_relabel_and_keep_the_rest_as_unknown():
     assert torch.equal(data.test_x[data.test_y == 0], whole.test_x[whole.test_y == 7])
     assert torch.equal(data.unknown_x, whole.test_x[(whole.test_y != 7) & (whole.test_y != 2)])
     assert len(data.train_y) == int(((whole.train_y == 7) | (whole.train_y == 2)).sum())
+    # the open set's input: the held-out classes' test images, normalised as the run reads its own
+    from lgm_gcp.detection.inputs import Clean, make
+
+    test = data.normalize(data.test_x)
+    unknown = make("unknown", None, Clean(None, data, test, data.test_y, data.mean, data.std), 1, 1.0, 10_000)
+    held_out = whole.test_x[(whole.test_y != 7) & (whole.test_y != 2)]
+    torch.testing.assert_close(unknown.images, whole.normalize(held_out))
+    assert unknown.name == "unknown" and not unknown.adversarial
     with pytest.raises(ConfigError, match=r"dataset.known_classes=\[3, 10\]: give distinct class indices in \[0, 9\]"):
         instantiate(resolved("dataset.known_classes=[3,10]")["dataset"])
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lgm_gcp.detection.attacks import ATTACKS, attack
+from lgm_gcp.detection.attacks import ATTACKS, LINF_ATTACKS, attack
 from lgm_gcp.errors import ConfigError
 
 OOD_SETS = ("digits", "unknown", "uniform", "gaussian", "corrupted")
@@ -53,7 +53,7 @@ class InputSet:
 
 def expand(names: list, epsilons: list) -> list:
     """``--inputs`` names -> (name, ε) items, an L∞ attack once per ε."""
-    return [(n, e) for n in names for e in (epsilons if n in ("fgsm", "bim", "pgd") else [None])]
+    return [(n, e) for n in names for e in (epsilons if n in LINF_ATTACKS else [None])]
 
 
 def why_not(name: str, data) -> str | None:
@@ -74,6 +74,9 @@ def make(name: str, epsilon, clean: Clean, steps: int, l2_epsilon: float, max_im
                              l2_epsilon, clean.seed)
         label = f"{name} ε={epsilon:g}" if epsilon is not None else f"{name} L2≤{l2_epsilon:g}"
         return InputSet(label, adversarial, adversarial=True)
+    device = clean.images.device
+    if name == "unknown":  # held-out test images, resized and normalised as the run's own test images
+        return InputSet(name, clean.data.normalize(clean.data.unknown_x[:max_images]).to(device))
     g = torch.Generator().manual_seed(clean.seed)
     n, c = min(max_images, len(clean.images)), clean.images.shape[1]
     size = clean.images.shape[-2:]
@@ -82,10 +85,6 @@ def make(name: str, epsilon, clean: Clean, steps: int, l2_epsilon: float, max_im
 
         pixels = torch.from_numpy(load_digits().images[:max_images]).float().div(16.0)[:, None]
         pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False).clamp(0, 1).repeat(1, c, 1, 1)
-    elif name == "unknown":
-        pixels = clean.data.unknown_x[:max_images].float().div(255.0)
-        pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False) if pixels.shape[-2:] != size \
-            else pixels
     elif name == "uniform":
         pixels = torch.rand((n, c, *size), generator=g)
     elif name == "gaussian":
@@ -95,7 +94,6 @@ def make(name: str, epsilon, clean: Clean, steps: int, l2_epsilon: float, max_im
         pixels = corrupted(clean, n)
     else:
         raise ConfigError(f"unknown input set {name!r}; valid: {', '.join(INPUTS)}")
-    device = clean.images.device
     return InputSet(name, (pixels.to(device) - clean.mean) / clean.std)
 
 

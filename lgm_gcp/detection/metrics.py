@@ -21,15 +21,20 @@ import torch
 METRICS = ("AUROC", "AUPR-IN", "AUPR-OUT", "FPR95")
 
 
-def ood_metrics(clean: torch.Tensor, abnormal: torch.Tensor) -> dict:
-    """Scores (N,) of clean and (M,) of abnormal inputs -> {AUROC, AUPR-IN, AUPR-OUT, FPR95}."""
-    from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curve
-
+def _labelled(clean: torch.Tensor, abnormal: torch.Tensor) -> tuple:
+    """(labels, 1 = abnormal; scores with ±inf made the largest finite floats) as numpy arrays."""
     y = np.r_[np.zeros(len(clean)), np.ones(len(abnormal))]
     s = torch.cat([clean.double().cpu(), abnormal.double().cpu()]).numpy()
     if np.isnan(s).any():
         raise ValueError("a detector returned NaN scores")
-    s = np.nan_to_num(s, posinf=1e300, neginf=-1e300)
+    return y, np.nan_to_num(s, posinf=1e300, neginf=-1e300)
+
+
+def ood_metrics(clean: torch.Tensor, abnormal: torch.Tensor) -> dict:
+    """Scores (N,) of clean and (M,) of abnormal inputs -> {AUROC, AUPR-IN, AUPR-OUT, FPR95}."""
+    from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curve
+
+    y, s = _labelled(clean, abnormal)
     precision, recall, _ = precision_recall_curve(y, s)
     precision_in, recall_in, _ = precision_recall_curve(1 - y, -s)
     fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
@@ -41,6 +46,4 @@ def roc(clean: torch.Tensor, abnormal: torch.Tensor) -> tuple:
     """(false positive rate, true positive rate) with the abnormal inputs positive, for the plots."""
     from sklearn.metrics import roc_curve
 
-    y = np.r_[np.zeros(len(clean)), np.ones(len(abnormal))]
-    s = np.nan_to_num(torch.cat([clean.double().cpu(), abnormal.double().cpu()]).numpy(), posinf=1e300, neginf=-1e300)
-    return roc_curve(y, s)[:2]
+    return roc_curve(*_labelled(clean, abnormal))[:2]
